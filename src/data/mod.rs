@@ -1,0 +1,71 @@
+//! Images and labels: IDX files, the reference splits and stratified labelled subsets.
+
+mod idx;
+mod split;
+
+pub use idx::{read_idx_images, read_idx_labels, IdxImages};
+pub use split::{read_pair, stratified_subset, FashionMnist, Split};
+
+use std::path::PathBuf;
+
+/// Where the Debian package `dataset-fashion-mnist` installs its files.
+pub const DEFAULT_DATA_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST's ten class names, in label order.
+pub const CLASS_NAMES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Everything that can go wrong while reading a data set; each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The data directory does not exist.
+    #[error("data directory {0} does not exist: install it with `apt-get install -y dataset-fashion-mnist` or pass --data DIR (or set AELABEL_DATA)")]
+    MissingDirectory(PathBuf),
+    /// A required file is absent (neither gzip nor plain).
+    #[error("{path} not found (nor its .gz): the data directory must hold the four Fashion-MNIST IDX files")]
+    MissingFile {
+        /// The plain file name that was looked for.
+        path: PathBuf,
+    },
+    /// Reading failed at the OS level.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid IDX file of the expected kind.
+    #[error("{path} is not a valid IDX file: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What rule the file broke.
+        reason: String,
+    },
+    /// Image and label files disagree.
+    #[error("{images} holds {image_count} images but {labels} holds {label_count} labels: they must come in matching pairs")]
+    CountMismatch {
+        /// Image file.
+        images: PathBuf,
+        /// Its count.
+        image_count: usize,
+        /// Label file.
+        labels: PathBuf,
+        /// Its count.
+        label_count: usize,
+    },
+    /// A labelled-subset request cannot be met.
+    #[error("{0}")]
+    Subset(String),
+}

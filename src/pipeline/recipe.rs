@@ -1,0 +1,187 @@
+//! Training recipes: the reference (`--preset seed`) and aelabel's default semi-supervised one.
+
+use crate::train::Optimizer;
+use serde::Serialize;
+
+/// Which recipe a run follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// aelabel's semi-supervised recipe: denoising pretraining, head warm-up, full fine-tuning
+    /// and class-balanced self-training over the unlabelled pool.
+    Default,
+    /// The reference (Hands-On ML 17.3): SGD 1.5, batch 32, joint/tied/greedy pretraining,
+    /// frozen first layer, Adam fine-tuning.
+    Seed,
+}
+
+/// How the autoencoder is pretrained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PretrainMode {
+    /// Encoder and decoder trained together with their own weights.
+    Joint,
+    /// Decoder reuses the encoder's weights transposed.
+    Tied,
+    /// One shallow autoencoder per layer, outermost first, then stacked.
+    Greedy,
+}
+
+/// An optimiser as configured (state-free), so recipes can be printed and copied.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OptimizerSpec {
+    /// Plain SGD.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+    },
+    /// Adam.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+    },
+}
+
+impl OptimizerSpec {
+    /// A fresh optimiser with this configuration.
+    pub fn build(self) -> Optimizer {
+        match self {
+            OptimizerSpec::Sgd { lr } => Optimizer::sgd(lr),
+            OptimizerSpec::Adam { lr } => Optimizer::adam(lr),
+        }
+    }
+}
+
+/// Pretraining settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct PretrainRecipe {
+    /// Joint, tied or greedy.
+    pub mode: PretrainMode,
+    /// Encoder widths from input to code.
+    pub widths: Vec<usize>,
+    /// Epochs (per shallow autoencoder when greedy).
+    pub epochs: usize,
+    /// Optimiser of the outer (pixel) autoencoder.
+    pub optimizer: OptimizerSpec,
+    /// Optimiser of the inner greedy autoencoders (MSE on codes).
+    pub inner_optimizer: OptimizerSpec,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Fraction of input pixels zeroed (denoising); 0 for a plain autoencoder.
+    pub input_noise: f32,
+}
+
+/// Classifier training settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct FinetuneRecipe {
+    /// Lowest encoder layers kept frozen throughout.
+    pub freeze: usize,
+    /// Epochs training only the softmax head (encoder frozen) before fine-tuning.
+    pub head_epochs: usize,
+    /// Optimiser for the head warm-up.
+    pub head_optimizer: OptimizerSpec,
+    /// Epochs of fine-tuning (all layers above `freeze`).
+    pub epochs: usize,
+    /// Optimiser for fine-tuning.
+    pub optimizer: OptimizerSpec,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Self-training rounds with pseudo-labels from the unlabelled pool (0 = none).
+    pub self_training_rounds: usize,
+    /// Fraction of the unlabelled pool pseudo-labelled by the last round (grows linearly).
+    pub pseudo_label_fraction: f64,
+    /// Epochs per self-training round.
+    pub self_training_epochs: usize,
+    /// Each self-training round trains a fresh student from the pretrained encoder (instead of
+    /// continuing the teacher), which keeps it from merely confirming its own mistakes.
+    pub fresh_student: bool,
+    /// Fraction of input pixels zeroed while training on labels and pseudo-labels.
+    pub input_noise: f32,
+    /// Largest random translation (pixels) applied to training images.
+    pub max_shift: usize,
+}
+
+/// Everything a pipeline run trains with.
+#[derive(Clone, Debug, Serialize)]
+pub struct Recipe {
+    /// The named preset this recipe came from.
+    pub preset: Preset,
+    /// Pretraining.
+    pub pretrain: PretrainRecipe,
+    /// Fine-tuning of the transferred classifier (also used, minus self-training, for the
+    /// from-scratch baseline).
+    pub finetune: FinetuneRecipe,
+    /// Fraction of the labelled images held out to choose the auto-accept threshold.
+    pub calibration_fraction: f64,
+}
+
+impl Recipe {
+    /// The recipe for `preset` with `labels` labelled images.
+    pub fn new(preset: Preset, labels: usize) -> Self {
+        match preset {
+            Preset::Seed => Recipe {
+                preset,
+                pretrain: PretrainRecipe {
+                    mode: PretrainMode::Joint,
+                    widths: vec![784, 100, 30],
+                    epochs: 20,
+                    optimizer: OptimizerSpec::Sgd { lr: 1.5 },
+                    inner_optimizer: OptimizerSpec::Sgd { lr: 0.05 },
+                    batch_size: 32,
+                    input_noise: 0.0,
+                },
+                finetune: FinetuneRecipe {
+                    freeze: 1,
+                    head_epochs: 0,
+                    head_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    epochs: if labels >= 5000 { 30 } else { 100 },
+                    optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    batch_size: 32,
+                    self_training_rounds: 0,
+                    pseudo_label_fraction: 0.0,
+                    self_training_epochs: 0,
+                    fresh_student: false,
+                    input_noise: 0.0,
+                    max_shift: 0,
+                },
+                calibration_fraction: 0.2,
+            },
+            Preset::Default => Recipe {
+                preset,
+                pretrain: PretrainRecipe {
+                    mode: PretrainMode::Joint,
+                    widths: vec![784, 256, 128, 30],
+                    epochs: 10,
+                    optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    inner_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    batch_size: 64,
+                    input_noise: 0.3,
+                },
+                finetune: FinetuneRecipe {
+                    freeze: 0,
+                    head_epochs: 20,
+                    head_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    epochs: 40,
+                    optimizer: OptimizerSpec::Adam { lr: 2e-4 },
+                    batch_size: 32,
+                    self_training_rounds: 3,
+                    pseudo_label_fraction: 0.6,
+                    self_training_epochs: 3,
+                    fresh_student: false,
+                    input_noise: 0.0,
+                    max_shift: 0,
+                },
+                calibration_fraction: 0.2,
+            },
+        }
+    }
+
+    /// Pretraining epochs of a mode under the reference recipe (joint 20, tied and greedy 10).
+    pub fn seed_epochs(mode: PretrainMode) -> usize {
+        match mode {
+            PretrainMode::Joint => 20,
+            PretrainMode::Tied | PretrainMode::Greedy => 10,
+        }
+    }
+}

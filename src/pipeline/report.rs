@@ -1,0 +1,312 @@
+//! `report.json` and `report.md`: what a run did and how well it worked.
+
+use super::classifier::RoundLog;
+use super::pretrain::PhaseHistory;
+use super::recipe::{Preset, PretrainMode, Recipe};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// A reference number from `REFERENCE.md` (Keras, same data, seed 42).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ReferenceNumbers {
+    /// Validation BCE (MSE for the inner greedy autoencoder).
+    pub valid_loss: f64,
+    /// Validation rounded accuracy, when the reference gives one.
+    pub valid_rounded_accuracy: Option<f64>,
+}
+
+/// How far above the reference's validation loss a reproduction may land.
+pub const REFERENCE_TOLERANCE: f64 = 0.002;
+
+/// The reference's numbers for each pretraining run, by the names the report uses.
+pub fn reference_for(run: &str) -> Option<ReferenceNumbers> {
+    let (valid_loss, acc) = match run {
+        "joint" => (0.2864, Some(0.9283)),
+        "tied" => (0.2848, Some(0.9323)),
+        "greedy layer 1" => (0.2786, Some(0.9459)),
+        "greedy layer 2" => (0.1710, None),
+        "greedy stack" => (0.2887, Some(0.9323)),
+        _ => return None,
+    };
+    Some(ReferenceNumbers {
+        valid_loss,
+        valid_rounded_accuracy: acc,
+    })
+}
+
+/// One pretraining run compared with the reference (seed preset).
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantReport {
+    /// `joint`, `tied`, `greedy layer 1`, `greedy layer 2` or `greedy stack`.
+    pub run: String,
+    /// Epochs trained (0 for the stack, which is only evaluated).
+    pub epochs: usize,
+    /// Loss minimised: `bce` or `mse`.
+    pub loss: String,
+    /// Validation loss measured here.
+    pub valid_loss: f64,
+    /// Validation rounded accuracy measured here (BCE runs).
+    pub valid_rounded_accuracy: Option<f64>,
+    /// The reference's numbers.
+    pub reference: Option<ReferenceNumbers>,
+    /// `valid_loss ≤ reference + REFERENCE_TOLERANCE`.
+    pub within_tolerance: Option<bool>,
+}
+
+/// Pretraining summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct PretrainReport {
+    /// Joint, tied or greedy.
+    pub mode: PretrainMode,
+    /// Encoder widths.
+    pub layers: Vec<usize>,
+    /// Epochs (per layer when greedy).
+    pub epochs: usize,
+    /// Validation BCE of the saved autoencoder.
+    pub valid_bce: f64,
+    /// Validation rounded accuracy of the saved autoencoder.
+    pub valid_rounded_accuracy: f64,
+    /// Seconds of each training epoch, all phases in order.
+    pub epoch_seconds: Vec<f64>,
+    /// Per-epoch curves.
+    pub history: Vec<PhaseHistory>,
+    /// Seed preset: every reference pretraining run reproduced and compared.
+    pub variants: Vec<VariantReport>,
+}
+
+/// The classifier's test-set results.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassifierReport {
+    /// Accuracy on the test images.
+    pub test_accuracy: f64,
+    /// Recall of each class on the test images.
+    pub per_class_accuracy: Vec<f64>,
+    /// `confusion[true][predicted]` on the test images.
+    pub confusion: Vec<Vec<u64>>,
+    /// Class names in index order.
+    pub class_names: Vec<String>,
+    /// Self-training rounds.
+    pub self_training: Vec<RoundLog>,
+    /// Per-epoch curves of every classifier phase.
+    pub history: Vec<PhaseHistory>,
+}
+
+/// A baseline's test accuracy.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaselineReport {
+    /// What was trained.
+    pub description: String,
+    /// Accuracy on the test images.
+    pub test_accuracy: f64,
+}
+
+/// Baselines trained on the same labelled images in the same run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Baselines {
+    /// The classifier's architecture from random weights, labelled images only.
+    pub scratch: BaselineReport,
+    /// Softmax regression on raw pixels, labelled images only.
+    pub logreg_pixels: BaselineReport,
+}
+
+/// Auto-accepting confident predictions.
+#[derive(Clone, Debug, Serialize)]
+pub struct AutoLabelReport {
+    /// Accuracy the accepted predictions should reach.
+    pub target_accuracy: f64,
+    /// Max-softmax confidence at or above which a prediction is accepted.
+    pub threshold: f32,
+    /// Held-out labelled images the threshold was chosen on.
+    pub calibration_examples: usize,
+    /// Fraction of calibration images accepted.
+    pub calibration_coverage: f64,
+    /// Fraction of test images accepted.
+    pub test_coverage: f64,
+    /// Accuracy of the accepted test predictions.
+    pub test_accuracy: f64,
+}
+
+/// Sizes of the data the run used.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataReport {
+    /// Directory read.
+    pub dir: String,
+    /// Training images (all used, without labels, for pretraining).
+    pub train_images: usize,
+    /// Validation images (autoencoder validation and t-SNE).
+    pub valid_images: usize,
+    /// Test images (final evaluation only).
+    pub test_images: usize,
+    /// Labelled images the classifier trains on.
+    pub labelled_fit: usize,
+    /// Labelled images held out to choose the auto-accept threshold.
+    pub labelled_calibration: usize,
+    /// Training images whose labels are never read (the self-training pool).
+    pub unlabelled: usize,
+}
+
+/// The whole report, written as `report.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Version string stored in the model file.
+    pub model_version: String,
+    /// Recipe preset.
+    pub preset: Preset,
+    /// Seed for initialisation, sampling and shuffling.
+    pub seed: u64,
+    /// Labelled images requested.
+    pub labels: usize,
+    /// Threads used for matrix products.
+    pub threads: usize,
+    /// Wall time of the whole run, loading to last file written.
+    pub wall_seconds: f64,
+    /// Wall time of each phase.
+    pub phase_seconds: BTreeMap<String, f64>,
+    /// Data sizes.
+    pub data: DataReport,
+    /// The full recipe.
+    pub recipe: Recipe,
+    /// Pretraining.
+    pub pretrain: PretrainReport,
+    /// The transferred classifier.
+    pub classifier: ClassifierReport,
+    /// Baselines on the same labels.
+    pub baselines: Baselines,
+    /// Test accuracy gain of the classifier over each baseline, in percentage points.
+    pub gain_points: BTreeMap<String, f64>,
+    /// Auto-labelling.
+    pub auto_label: AutoLabelReport,
+    /// Files written, relative to the output directory.
+    pub artifacts: Vec<String>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2} %", 100.0 * x)
+}
+
+impl Report {
+    /// The same story as `report.json`, for a person.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# aelabel run `{}`\n", self.model_version);
+        let _ = writeln!(
+            s,
+            "Preset **{:?}**, {} labels, seed {}, {} thread(s); whole run {:.1} s.\n",
+            self.preset, self.labels, self.seed, self.threads, self.wall_seconds
+        );
+        let d = &self.data;
+        let _ = writeln!(
+            s,
+            "Data from `{}`: {} training images pretrain the autoencoder without labels; {} labelled \
+             images train the classifier and {} more choose the auto-accept threshold; the labels of the \
+             other {} are never read. {} validation and {} test images.\n",
+            d.dir, d.train_images, d.labelled_fit, d.labelled_calibration, d.unlabelled, d.valid_images, d.test_images
+        );
+        let _ = writeln!(s, "## Headline\n\n| model | test accuracy |\n|---|---|");
+        let _ = writeln!(
+            s,
+            "| aelabel classifier ({:?} recipe) | **{}** |",
+            self.preset,
+            pct(self.classifier.test_accuracy)
+        );
+        let _ = writeln!(
+            s,
+            "| {} | {} |",
+            self.baselines.scratch.description,
+            pct(self.baselines.scratch.test_accuracy)
+        );
+        let _ = writeln!(
+            s,
+            "| {} | {} |\n",
+            self.baselines.logreg_pixels.description,
+            pct(self.baselines.logreg_pixels.test_accuracy)
+        );
+        for (k, v) in &self.gain_points {
+            let _ = writeln!(s, "- gain over {k}: {v:+.2} points");
+        }
+        let a = &self.auto_label;
+        let _ = writeln!(
+            s,
+            "\n## Auto-labelling\n\nPredictions with confidence ≥ **{:.4}** are auto-accepted (chosen on {} held-out \
+             labelled images for a target accuracy of {}). On the test set that accepts **{}** of the images, \
+             and {} of those are right; the rest go to review.\n",
+            a.threshold, a.calibration_examples, pct(a.target_accuracy), pct(a.test_coverage), pct(a.test_accuracy)
+        );
+        let p = &self.pretrain;
+        let _ = writeln!(
+            s,
+            "## Pretraining\n\n{:?} autoencoder {:?} (mirrored decoder), {} epochs: validation BCE **{:.4}**, \
+             rounded accuracy {:.4}. Median epoch {:.2} s.\n",
+            p.mode,
+            p.layers,
+            p.epochs,
+            p.valid_bce,
+            p.valid_rounded_accuracy,
+            median(&p.epoch_seconds)
+        );
+        if !p.variants.is_empty() {
+            let _ = writeln!(s, "Reproduction of the reference (valid loss must be ≤ reference + {REFERENCE_TOLERANCE}):\n");
+            let _ = writeln!(s, "| run | epochs | loss | valid loss | reference | valid rounded acc. | reference | ok |\n|---|---|---|---|---|---|---|---|");
+            for v in &p.variants {
+                let r = v.reference;
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.4} | {} | {} | {} | {} |",
+                    v.run,
+                    v.epochs,
+                    v.loss,
+                    v.valid_loss,
+                    r.map_or("–".into(), |r| format!("{:.4}", r.valid_loss)),
+                    v.valid_rounded_accuracy
+                        .map_or("–".into(), |x| format!("{x:.4}")),
+                    r.and_then(|r| r.valid_rounded_accuracy)
+                        .map_or("–".into(), |x| format!("{x:.4}")),
+                    match v.within_tolerance {
+                        Some(true) => "yes",
+                        Some(false) => "**no**",
+                        None => "–",
+                    }
+                );
+            }
+            let _ = writeln!(s);
+        }
+        let c = &self.classifier;
+        let _ = writeln!(
+            s,
+            "## Classifier per class (test)\n\n| class | accuracy |\n|---|---|"
+        );
+        for (name, acc) in c.class_names.iter().zip(&c.per_class_accuracy) {
+            let _ = writeln!(s, "| {name} | {} |", pct(*acc));
+        }
+        if !c.self_training.is_empty() {
+            let _ = writeln!(s, "\nSelf-training rounds:\n");
+            for r in &c.self_training {
+                let _ = writeln!(
+                    s,
+                    "- round {}: {} pseudo-labels, confidence ≥ {:.3}",
+                    r.round, r.pseudo_labels, r.min_confidence
+                );
+            }
+        }
+        let _ = writeln!(s, "\n## Time\n\n| phase | seconds |\n|---|---|");
+        for (k, v) in &self.phase_seconds {
+            let _ = writeln!(s, "| {k} | {v:.1} |");
+        }
+        let _ = writeln!(s, "\n## Pictures\n");
+        for a in self.artifacts.iter().filter(|a| a.ends_with(".png")) {
+            let _ = writeln!(s, "![{a}]({a})\n");
+        }
+        s
+    }
+}
+
+/// Median of a slice (0 when empty).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -1,0 +1,229 @@
+//! Training loops, optimisers and metrics; progress goes through an [`Observer`], never stdout.
+
+pub mod bench;
+pub mod metrics;
+mod optim;
+
+pub use optim::Optimizer;
+
+use crate::model::{Loss, Network, Target, Workspace};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Inputs with their targets.
+#[derive(Clone, Copy, Debug)]
+pub struct Examples<'a> {
+    /// `len × width` row-major inputs.
+    pub inputs: &'a [f32],
+    /// Targets: values (`len × output width`) or one class per example.
+    pub targets: Target<'a>,
+    /// Number of examples.
+    pub len: usize,
+}
+
+/// How one training phase runs.
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    /// Passes over the training examples.
+    pub epochs: usize,
+    /// Examples per gradient step.
+    pub batch_size: usize,
+    /// The loss minimised.
+    pub loss: Loss,
+    /// Probability of zeroing each input value (denoising); targets stay clean.
+    pub input_noise: f32,
+    /// Threads for the matrix products.
+    pub threads: usize,
+    /// Random translations of image inputs (none when `None`).
+    pub shift: Option<Shift>,
+}
+
+/// Random translation of each training image by up to `max` pixels in x and y (zero fill):
+/// cheap augmentation that keeps a few hundred labels from being memorised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shift {
+    /// Image width in pixels.
+    pub width: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Largest shift in pixels along each axis.
+    pub max: usize,
+}
+
+impl Shift {
+    /// Writes `image` shifted by (`dx`, `dy`) into `out`, filling uncovered pixels with 0.
+    pub fn apply(&self, image: &[f32], dx: isize, dy: isize, out: &mut [f32]) {
+        out.fill(0.0);
+        let (w, h) = (self.width as isize, self.height as isize);
+        for y in 0..h {
+            let sy = y - dy;
+            if !(0..h).contains(&sy) {
+                continue;
+            }
+            let x0 = dx.max(0);
+            let x1 = (w + dx).min(w);
+            if x0 >= x1 {
+                continue;
+            }
+            let dst = (y * w + x0) as usize..(y * w + x1) as usize;
+            let src = (sy * w + x0 - dx) as usize..(sy * w + x1 - dx) as usize;
+            out[dst].copy_from_slice(&image[src]);
+        }
+    }
+}
+
+/// One epoch's line, as Keras prints it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EpochLog {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub loss: f64,
+    /// Rounded accuracy (reconstruction) or accuracy (classification) over the epoch.
+    pub metric: f64,
+    /// Validation loss after the epoch, if validation data was given.
+    pub valid_loss: Option<f64>,
+    /// Validation metric after the epoch.
+    pub valid_metric: Option<f64>,
+    /// Wall time of the epoch's training steps (validation excluded).
+    pub seconds: f64,
+}
+
+/// Receives progress from training; the CLI draws bars, tests stay silent.
+pub trait Observer: Sync {
+    /// A phase with `epochs × steps_per_epoch` steps starts.
+    fn phase_started(&self, _phase: &str, _epochs: usize, _steps_per_epoch: usize) {}
+    /// One gradient step finished.
+    fn step_done(&self) {}
+    /// One epoch finished.
+    fn epoch_done(&self, _phase: &str, _log: &EpochLog) {}
+    /// The phase finished.
+    fn phase_done(&self, _phase: &str) {}
+    /// A one-line note about the run (e.g. a pseudo-labelling round).
+    fn note(&self, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Name of the per-value metric a loss reports: "rounded_accuracy" or "accuracy".
+pub fn metric_name(loss: Loss) -> &'static str {
+    match loss {
+        Loss::SoftmaxCrossEntropy => "accuracy",
+        _ => "rounded_accuracy",
+    }
+}
+
+/// Mean loss and metric of `net` on `examples`.
+pub fn evaluate(net: &Network, examples: &Examples<'_>, loss: Loss, threads: usize) -> (f64, f64) {
+    let s = net.evaluate(
+        examples.inputs,
+        examples.targets,
+        loss,
+        examples.len,
+        threads,
+    );
+    (
+        s.loss_sum / examples.len as f64,
+        s.hits / s.hit_total.max(1.0),
+    )
+}
+
+/// Trains `net` with mini-batches in a fresh random order each epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    net: &mut Network,
+    optimizer: &mut Optimizer,
+    train: &Examples<'_>,
+    valid: Option<&Examples<'_>>,
+    options: &FitOptions,
+    rng: &mut ChaCha8Rng,
+    phase: &str,
+    observer: &dyn Observer,
+) -> Vec<EpochLog> {
+    let in_width = net.input_size();
+    let out_width = net.output_size();
+    let batch = options.batch_size.max(1);
+    let steps = train.len.div_ceil(batch);
+    observer.phase_started(phase, options.epochs, steps);
+    let mut ws = Workspace::default();
+    let mut order: Vec<usize> = (0..train.len).collect();
+    let mut x = vec![0.0f32; batch * in_width];
+    let mut values = Vec::new();
+    let mut classes = Vec::new();
+    let mut logs = Vec::with_capacity(options.epochs);
+    for epoch in 1..=options.epochs {
+        let started = Instant::now();
+        order.shuffle(rng);
+        let (mut loss_sum, mut hits, mut hit_total) = (0.0, 0.0, 0.0);
+        for chunk in order.chunks(batch) {
+            let n = chunk.len();
+            for (row, &i) in x.chunks_exact_mut(in_width).zip(chunk) {
+                let image = &train.inputs[i * in_width..(i + 1) * in_width];
+                match options.shift {
+                    Some(shift) if shift.max > 0 => {
+                        let m = shift.max as i64;
+                        let (dx, dy) = (
+                            rng.random_range(-m..=m) as isize,
+                            rng.random_range(-m..=m) as isize,
+                        );
+                        shift.apply(image, dx, dy, row);
+                    }
+                    _ => row.copy_from_slice(image),
+                }
+            }
+            if options.input_noise > 0.0 {
+                for v in &mut x[..n * in_width] {
+                    if rng.random::<f32>() < options.input_noise {
+                        *v = 0.0;
+                    }
+                }
+            }
+            let target = match train.targets {
+                Target::Values(t) => {
+                    values.clear();
+                    for &i in chunk {
+                        values.extend_from_slice(&t[i * out_width..(i + 1) * out_width]);
+                    }
+                    Target::Values(&values)
+                }
+                Target::Classes(c) => {
+                    classes.clear();
+                    classes.extend(chunk.iter().map(|&i| c[i]));
+                    Target::Classes(&classes)
+                }
+            };
+            let stats =
+                net.compute_gradients(&mut ws, &x, target, options.loss, n, options.threads);
+            optimizer.step(net, &ws.grads);
+            loss_sum += stats.loss_sum;
+            hits += stats.hits;
+            hit_total += stats.hit_total;
+            observer.step_done();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let (valid_loss, valid_metric) = match valid {
+            Some(v) => {
+                let (l, m) = evaluate(net, v, options.loss, options.threads);
+                (Some(l), Some(m))
+            }
+            None => (None, None),
+        };
+        let log = EpochLog {
+            epoch,
+            loss: loss_sum / train.len as f64,
+            metric: hits / hit_total.max(1.0),
+            valid_loss,
+            valid_metric,
+            seconds,
+        };
+        observer.epoch_done(phase, &log);
+        logs.push(log);
+    }
+    observer.phase_done(phase);
+    logs
+}

@@ -1,0 +1,47 @@
+//! Shared set-up for the integration tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The Fashion-MNIST directory the tests read (`AELABEL_DATA` or the Debian package's).
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("AELABEL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(aelabel::data::DEFAULT_DATA_DIR));
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is missing at {}: run `apt-get install -y dataset-fashion-mnist` (the test script does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Bytes of an IDX image file with the given header and body.
+pub fn idx_images(count: u32, rows: u32, cols: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, 3];
+    for v in [count, rows, cols] {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b.extend_from_slice(body);
+    b
+}
+
+/// Bytes of an IDX label file.
+pub fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, 1];
+    b.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    b.extend_from_slice(labels);
+    b
+}
+
+/// Writes `bytes` to `path`, gzip-compressed when the name ends in `.gz`.
+pub fn write(path: &Path, bytes: &[u8]) {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        std::fs::write(path, enc.finish().unwrap()).unwrap();
+    } else {
+        std::fs::write(path, bytes).unwrap();
+    }
+}

@@ -98,3 +98,22 @@ fn classifier_with_frozen_first_layer_matches_autograd() {
     net.freeze_lowest(1);
     assert_gradients_match(&net, &x, Target::Classes(&y), Loss::SoftmaxCrossEntropy, 24);
 }
+
+#[test]
+fn soft_target_cross_entropy_matches_autograd() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let ae = autoencoder(
+        &[32, 12, 6],
+        Decoder::Separate,
+        Activation::Sigmoid,
+        &mut rng,
+    );
+    let net = classifier_from_encoder(&ae, 4, &mut rng);
+    let x = random_images(&mut rng, 10, 32);
+    let mut q: Vec<f32> = (0..40).map(|_| rng.random::<f32>()).collect();
+    for row in q.chunks_exact_mut(4) {
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+    assert_gradients_match(&net, &x, Target::Values(&q), Loss::SoftmaxCrossEntropy, 10);
+}

@@ -119,7 +119,8 @@ pub struct Layer {
 /// What a training step compares the network output with.
 #[derive(Clone, Copy, Debug)]
 pub enum Target<'a> {
-    /// Pixel or code targets, same shape as the output.
+    /// Pixel or code targets, same shape as the output; with softmax cross-entropy, one
+    /// probability distribution per example (soft labels).
     Values(&'a [f32]),
     /// One class index per example.
     Classes(&'a [u8]),
@@ -471,6 +472,34 @@ fn output_delta(
                 row[class] -= 1.0;
                 for d in row.iter_mut() {
                     *d *= scale;
+                }
+            }
+            stats.loss_sum = total;
+            stats.hits = hits as f64;
+            stats.hit_total = n as f64;
+        }
+        (Loss::SoftmaxCrossEntropy, Target::Values(q)) => {
+            // Soft targets (a distribution per row), e.g. a teacher's probabilities.
+            assert_eq!(
+                activation,
+                Activation::Linear,
+                "softmax cross-entropy expects logits"
+            );
+            let scale = 1.0 / n as f32;
+            let mut total = 0.0f64;
+            let mut hits = 0usize;
+            for ((row, logits), q) in delta
+                .chunks_exact_mut(width)
+                .zip(y.chunks_exact(width))
+                .zip(q.chunks_exact(width))
+                .take(n)
+            {
+                softmax_into(logits, row);
+                hits += usize::from(argmax(row) == argmax(q));
+                for (d, &q) in row.iter_mut().zip(q) {
+                    let p = *d;
+                    total -= f64::from(q * p.max(1e-30).ln());
+                    *d = (p - q) * scale;
                 }
             }
             stats.loss_sum = total;

@@ -54,6 +54,11 @@ pub fn autograd_gradients(
             let c = Tensor::from_vec(c, n, &device)?;
             candle_nn::loss::cross_entropy(&x, &c)?
         }
+        (Loss::SoftmaxCrossEntropy, Target::Values(q)) => {
+            let q = Tensor::from_slice(&q[..n * width], (n, width), &device)?;
+            let log_p = candle_nn::ops::log_softmax(&x, 1)?;
+            (q * log_p)?.sum(1)?.mean_all()?.neg()?
+        }
         (loss, _) => candle_core::bail!("loss {loss:?} does not take this kind of target"),
     };
     let grads = value.backward()?;

@@ -1,4 +1,5 @@
-//! Training the classifier: head warm-up, fine-tuning, and self-training on pseudo-labels.
+//! Training the classifier: head warm-up, fine-tuning, then self-training in which a student
+//! learns the teacher's soft predictions on the unlabelled pool under random shifts.
 
 use super::pretrain::PhaseHistory;
 use super::recipe::FinetuneRecipe;
@@ -8,17 +9,17 @@ use crate::train::{fit, Examples, FitOptions, Observer, Shift};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-/// One self-training round: how many pseudo-labels it used.
+/// One self-training round.
 #[derive(Clone, Debug, Serialize)]
 pub struct RoundLog {
     /// 1-based round number.
     pub round: usize,
-    /// Pseudo-labelled images added to the labelled ones.
-    pub pseudo_labels: usize,
-    /// Pseudo-labels per class (balanced by construction unless a class ran short).
-    pub per_class: Vec<usize>,
-    /// Lowest confidence among the pseudo-labels used.
-    pub min_confidence: f32,
+    /// Unlabelled images the student learned the teacher's predictions on.
+    pub pool_images: usize,
+    /// Mean max-probability of the teacher over the pool.
+    pub mean_teacher_confidence: f64,
+    /// Fraction of pool images where the student's class equals the teacher's afterwards.
+    pub student_agreement: f64,
 }
 
 /// A trained classifier and its history.
@@ -45,8 +46,9 @@ pub fn probabilities(net: &Network, images: &[f32], threads: usize) -> Vec<f32> 
     logits
 }
 
-/// Trains `network` on the labelled images, then (if the recipe asks and `pool` is given)
-/// self-trains with confident, class-balanced pseudo-labels from `pool`.
+/// Trains `network` (a transferred encoder or a fresh one) on the labelled images; then, if
+/// the recipe has self-training rounds and `pool` holds unlabelled images, replaces it by
+/// students trained on labels plus the teacher's soft predictions on the pool.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     mut network: Network,
@@ -66,28 +68,25 @@ pub fn train_classifier(
         targets: Target::Classes(labels),
         len: labels.len(),
     };
-    let options = |epochs| FitOptions {
+    let options = |epochs, batch_size, shift| FitOptions {
         epochs,
-        batch_size: recipe.batch_size,
+        batch_size,
         loss: Loss::SoftmaxCrossEntropy,
-        input_noise: recipe.input_noise,
+        input_noise: 0.0,
         threads,
-        shift: Some(Shift {
-            width: shape.0,
-            height: shape.1,
-            max: recipe.max_shift,
-        }),
+        shift,
     };
     let mut phases = Vec::new();
     if recipe.head_epochs > 0 {
         network.freeze_lowest(depth - 1);
         let mut opt = recipe.head_optimizer.build();
+        let opts = options(recipe.head_epochs, recipe.batch_size, None);
         let epochs = fit(
             &mut network,
             &mut opt,
             &labelled,
             None,
-            &options(recipe.head_epochs),
+            &opts,
             rng,
             "head warm-up",
             observer,
@@ -99,14 +98,15 @@ pub fn train_classifier(
         });
     }
     network.freeze_lowest(recipe.freeze);
-    let mut opt = recipe.optimizer.build();
     if recipe.epochs > 0 {
+        let mut opt = recipe.optimizer.build();
+        let opts = options(recipe.epochs, recipe.batch_size, None);
         let epochs = fit(
             &mut network,
             &mut opt,
             &labelled,
             None,
-            &options(recipe.epochs),
+            &opts,
             rng,
             "fine-tune",
             observer,
@@ -121,65 +121,50 @@ pub fn train_classifier(
     let mut rounds = Vec::new();
     let classes = network.output_size();
     let width = network.input_size();
-    if let Some(pool) = pool.filter(|p| !p.is_empty()) {
+    let pool = pool.filter(|p| !p.is_empty() && recipe.self_training_rounds > 0);
+    if let Some(pool) = pool {
         let pool_len = pool.len() / width;
+        // Labelled images keep their one-hot labels; pool images get the teacher's probabilities.
+        let mut inputs = images.to_vec();
+        inputs.extend_from_slice(pool);
+        let mut targets = vec![0.0f32; labels.len() * classes];
+        for (row, &l) in targets.chunks_exact_mut(classes).zip(labels) {
+            row[usize::from(l)] = 1.0;
+        }
+        let shift = Some(Shift {
+            width: shape.0,
+            height: shape.1,
+            max: recipe.self_training_shift,
+        });
         for round in 1..=recipe.self_training_rounds {
-            let probs = probabilities(&network, pool, threads);
-            let share =
-                recipe.pseudo_label_fraction * round as f64 / recipe.self_training_rounds as f64;
-            let per_class_quota = ((pool_len as f64 * share) / classes as f64).round() as usize;
-            let mut by_class: Vec<Vec<(f32, usize)>> = vec![Vec::new(); classes];
-            for (i, row) in probs.chunks_exact(classes).enumerate() {
-                let c = argmax(row);
-                by_class[c].push((row[c], i));
-            }
-            let mut chosen: Vec<(usize, u8)> = Vec::new();
-            let mut per_class = Vec::with_capacity(classes);
-            let mut min_confidence = 1.0f32;
-            for (c, candidates) in by_class.iter_mut().enumerate() {
-                // Most confident first; index breaks ties so the order is reproducible.
-                candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                let take = per_class_quota.min(candidates.len());
-                per_class.push(take);
-                for &(conf, i) in &candidates[..take] {
-                    min_confidence = min_confidence.min(conf);
-                    chosen.push((i, c as u8));
-                }
-            }
-            chosen.sort_unstable();
-            let mut inputs = images.to_vec();
-            let mut targets = labels.to_vec();
-            for &(i, c) in &chosen {
-                inputs.extend_from_slice(&pool[i * width..(i + 1) * width]);
-                targets.push(c);
-            }
-            let log = RoundLog {
-                round,
-                pseudo_labels: chosen.len(),
-                per_class,
-                min_confidence,
-            };
-            observer.note(&format!(
-                "self-training round {round}: {} pseudo-labels (confidence ≥ {:.3})",
-                log.pseudo_labels, log.min_confidence
-            ));
+            let teacher = probabilities(&network, pool, threads);
+            let mean_teacher_confidence = teacher
+                .chunks_exact(classes)
+                .map(|r| f64::from(r[argmax(r)]))
+                .sum::<f64>()
+                / pool_len as f64;
+            targets.truncate(labels.len() * classes);
+            targets.extend_from_slice(&teacher);
+            let mut student = initial.clone();
+            student.freeze_lowest(recipe.freeze);
+            let mut opt = recipe.self_training_optimizer.build();
             let examples = Examples {
                 inputs: &inputs,
-                targets: Target::Classes(&targets),
-                len: targets.len(),
+                targets: Target::Values(&targets),
+                len: labels.len() + pool_len,
             };
-            if recipe.fresh_student {
-                network = initial.clone();
-                network.freeze_lowest(recipe.freeze);
-                opt = recipe.optimizer.build();
-            }
             let name = format!("self-training {round}");
+            let opts = options(
+                recipe.self_training_epochs,
+                recipe.self_training_batch_size,
+                shift,
+            );
             let epochs = fit(
-                &mut network,
+                &mut student,
                 &mut opt,
                 &examples,
                 None,
-                &options(recipe.self_training_epochs),
+                &opts,
                 rng,
                 &name,
                 observer,
@@ -189,7 +174,24 @@ pub fn train_classifier(
                 loss: "cross-entropy",
                 epochs,
             });
+            let after = probabilities(&student, pool, threads);
+            let agree = after
+                .chunks_exact(classes)
+                .zip(teacher.chunks_exact(classes))
+                .filter(|(a, t)| argmax(a) == argmax(t))
+                .count();
+            let log = RoundLog {
+                round,
+                pool_images: pool_len,
+                mean_teacher_confidence,
+                student_agreement: agree as f64 / pool_len as f64,
+            };
+            observer.note(&format!(
+                "self-training round {round}: student agrees with its teacher on {:.1} % of {pool_len} unlabelled images",
+                100.0 * log.student_agreement
+            ));
             rounds.push(log);
+            network = student;
         }
     }
     TrainedClassifier {

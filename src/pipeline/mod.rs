@@ -121,28 +121,75 @@ pub enum PipelineError {
     },
 }
 
-/// Splits labelled indices into (fit, calibration), stratified by class.
-fn split_calibration(
-    labels: &[u8],
-    indices: &[usize],
-    fraction: f64,
-    rng: &mut ChaCha8Rng,
-) -> (Vec<usize>, Vec<usize>) {
+/// Assigns each labelled example to one of `folds` cross-validation folds, stratified by class.
+fn assign_folds(labels: &[u8], folds: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     let mut by_class: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
-    for &i in indices {
-        by_class.entry(labels[i]).or_default().push(i);
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
     }
-    let (mut fit, mut calibration) = (Vec::new(), Vec::new());
+    let mut fold = vec![0; labels.len()];
+    let mut next = 0;
     for members in by_class.values_mut() {
         members.shuffle(rng);
-        // Keep at least one image of every class for training.
-        let held = ((members.len() as f64 * fraction).round() as usize).min(members.len() - 1);
-        calibration.extend_from_slice(&members[..held]);
-        fit.extend_from_slice(&members[held..]);
+        for &i in members.iter() {
+            fold[i] = next % folds;
+            next += 1;
+        }
     }
-    fit.sort_unstable();
-    calibration.sort_unstable();
-    (fit, calibration)
+    fold
+}
+
+/// Out-of-fold confidence and correctness for every labelled example: each fold is predicted
+/// by a classifier trained, with the full recipe, on the other folds. Only labelled data is
+/// used, so the auto-accept threshold chosen from it never sees a test label.
+#[allow(clippy::too_many_arguments)]
+fn cross_validate(
+    pretrained: &crate::model::Network,
+    recipe: &Recipe,
+    labelled: &Split,
+    classes: usize,
+    pool: &[f32],
+    rng: &mut ChaCha8Rng,
+    threads: usize,
+    observer: &dyn Observer,
+) -> (Vec<f32>, Vec<bool>) {
+    let folds = recipe.calibration_folds.clamp(2, labelled.len());
+    let fold_of = assign_folds(&labelled.labels, folds, rng);
+    let mut confidence = vec![0.0; labelled.len()];
+    let mut correct = vec![false; labelled.len()];
+    for k in 0..folds {
+        let (train_idx, held_idx): (Vec<usize>, Vec<usize>) =
+            (0..labelled.len()).partition(|&i| fold_of[i] != k);
+        let train = labelled.select(&train_idx);
+        let held = labelled.select(&held_idx);
+        observer.note(&format!(
+            "cross-validation fold {}/{folds}: {} train, {} held out",
+            k + 1,
+            train.len(),
+            held.len()
+        ));
+        let net = classifier_from_encoder(pretrained, classes, rng);
+        let trained = train_classifier(
+            net,
+            &recipe.finetune,
+            &train.pixels,
+            &train.labels,
+            Some(pool),
+            (labelled.width, labelled.height),
+            rng,
+            threads,
+            &crate::train::Silent,
+        );
+        let held_predictions = predictions(
+            &probabilities(&trained.network, &held.pixels, threads),
+            classes,
+        );
+        for ((&i, p), &t) in held_idx.iter().zip(&held_predictions).zip(&held.labels) {
+            confidence[i] = p.1;
+            correct[i] = p.0 == t;
+        }
+    }
+    (confidence, correct)
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), PipelineError> {
@@ -190,14 +237,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     }
     let classes = class_names.len();
     let labelled = stratified_subset(&train.labels, classes, config.labels, config.seed)?;
-    let (fit_idx, calib_idx) = split_calibration(
-        &train.labels,
-        &labelled,
-        recipe.calibration_fraction,
-        &mut rng,
-    );
-    let fit_set = train.select(&fit_idx);
-    let calib_set = train.select(&calib_idx);
+    let labelled_set = train.select(&labelled);
     // From here on the training labels are gone: only the chosen labelled subsets remain.
     let Split {
         pixels: train_images,
@@ -246,8 +286,8 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     let trained = train_classifier(
         transferred,
         &recipe.finetune,
-        &fit_set.pixels,
-        &fit_set.labels,
+        &labelled_set.pixels,
+        &labelled_set.labels,
         Some(&pool),
         (width, height),
         &mut rng,
@@ -266,8 +306,8 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     let scratch = train_classifier(
         scratch,
         &baseline_recipe,
-        &fit_set.pixels,
-        &fit_set.labels,
+        &labelled_set.pixels,
+        &labelled_set.labels,
         None,
         (width, height),
         &mut rng,
@@ -278,8 +318,8 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     let logreg = train_classifier(
         logreg,
         &baseline_recipe,
-        &fit_set.pixels,
-        &fit_set.labels,
+        &labelled_set.pixels,
+        &labelled_set.labels,
         None,
         (width, height),
         &mut rng,
@@ -300,16 +340,18 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     let (scratch_accuracy, _) = test_accuracy_of(&scratch.network);
     let (logreg_accuracy, _) = test_accuracy_of(&logreg.network);
 
-    let calib_predictions = predictions(
-        &probabilities(&trained.network, &calib_set.pixels, threads),
+    let (calib_conf, calib_ok) = cross_validate(
+        &pretrained.network,
+        &recipe,
+        &labelled_set,
         classes,
+        &pool,
+        &mut rng,
+        threads,
+        observer,
     );
-    let calib_conf: Vec<f32> = calib_predictions.iter().map(|p| p.1).collect();
-    let calib_ok: Vec<bool> = calib_predictions
-        .iter()
-        .zip(&calib_set.labels)
-        .map(|(p, &t)| p.0 == t)
-        .collect();
+    let cross_validated_accuracy =
+        calib_ok.iter().filter(|&&ok| ok).count() as f64 / calib_ok.len().max(1) as f64;
     let threshold = choose_threshold(&calib_conf, &calib_ok, config.target_accuracy);
     let calib_cov = coverage_at(threshold, &calib_conf, &calib_ok);
     let test_conf: Vec<f32> = test_predictions.iter().map(|p| p.1).collect();
@@ -452,7 +494,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         .collect();
     plots::curves_png(
         &out("classifier_curves.png"),
-        "Classifier training (labelled + pseudo-labelled)",
+        "Classifier training (labels, then teacher predictions on unlabelled images)",
         "cross-entropy",
         &classifier_curves,
     )?;
@@ -497,8 +539,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
             train_images: train_images.len() / image_size,
             valid_images: valid.len(),
             test_images: test.len(),
-            labelled_fit: fit_set.len(),
-            labelled_calibration: calib_set.len(),
+            labelled: labelled_set.len(),
             unlabelled: pool.len() / image_size,
         },
         recipe: recipe.clone(),
@@ -534,7 +575,12 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         auto_label: AutoLabelReport {
             target_accuracy: config.target_accuracy,
             threshold,
-            calibration_examples: calib_set.len(),
+            calibration: format!(
+                "{}-fold cross-validation over the labelled images",
+                recipe.calibration_folds.clamp(2, labelled_set.len())
+            ),
+            cross_validated_accuracy,
+            calibration_accuracy: calib_cov.accuracy,
             calibration_coverage: calib_cov.coverage,
             test_coverage: test_cov.coverage,
             test_accuracy: test_cov.accuracy,

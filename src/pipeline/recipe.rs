@@ -7,8 +7,8 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// aelabel's semi-supervised recipe: denoising pretraining, head warm-up, full fine-tuning
-    /// and class-balanced self-training over the unlabelled pool.
+    /// aelabel's semi-supervised recipe: denoising pretraining, head warm-up, full fine-tuning,
+    /// then a student trained on the teacher's soft predictions over the unlabelled pool.
     Default,
     /// The reference (Hands-On ML 17.3): SGD 1.5, batch 32, joint/tied/greedy pretraining,
     /// frozen first layer, Adam fine-tuning.
@@ -87,19 +87,17 @@ pub struct FinetuneRecipe {
     pub optimizer: OptimizerSpec,
     /// Mini-batch size.
     pub batch_size: usize,
-    /// Self-training rounds with pseudo-labels from the unlabelled pool (0 = none).
+    /// Self-training rounds over the unlabelled pool (0 = none): each trains a fresh student
+    /// from the pretrained encoder on the labels plus the teacher's soft predictions.
     pub self_training_rounds: usize,
-    /// Fraction of the unlabelled pool pseudo-labelled by the last round (grows linearly).
-    pub pseudo_label_fraction: f64,
     /// Epochs per self-training round.
     pub self_training_epochs: usize,
-    /// Each self-training round trains a fresh student from the pretrained encoder (instead of
-    /// continuing the teacher), which keeps it from merely confirming its own mistakes.
-    pub fresh_student: bool,
-    /// Fraction of input pixels zeroed while training on labels and pseudo-labels.
-    pub input_noise: f32,
-    /// Largest random translation (pixels) applied to training images.
-    pub max_shift: usize,
+    /// Optimiser of the students.
+    pub self_training_optimizer: OptimizerSpec,
+    /// Mini-batch size of the students.
+    pub self_training_batch_size: usize,
+    /// Largest random translation (pixels) of the student's training images.
+    pub self_training_shift: usize,
 }
 
 /// Everything a pipeline run trains with.
@@ -112,8 +110,8 @@ pub struct Recipe {
     /// Fine-tuning of the transferred classifier (also used, minus self-training, for the
     /// from-scratch baseline).
     pub finetune: FinetuneRecipe,
-    /// Fraction of the labelled images held out to choose the auto-accept threshold.
-    pub calibration_fraction: f64,
+    /// Cross-validation folds over the labelled images that choose the auto-accept threshold.
+    pub calibration_folds: usize,
 }
 
 impl Recipe {
@@ -139,13 +137,12 @@ impl Recipe {
                     optimizer: OptimizerSpec::Adam { lr: 1e-3 },
                     batch_size: 32,
                     self_training_rounds: 0,
-                    pseudo_label_fraction: 0.0,
                     self_training_epochs: 0,
-                    fresh_student: false,
-                    input_noise: 0.0,
-                    max_shift: 0,
+                    self_training_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    self_training_batch_size: 64,
+                    self_training_shift: 0,
                 },
-                calibration_fraction: 0.2,
+                calibration_folds: 5,
             },
             Preset::Default => Recipe {
                 preset,
@@ -161,18 +158,17 @@ impl Recipe {
                 finetune: FinetuneRecipe {
                     freeze: 0,
                     head_epochs: 20,
-                    head_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    head_optimizer: OptimizerSpec::Adam { lr: 1e-2 },
                     epochs: 40,
                     optimizer: OptimizerSpec::Adam { lr: 2e-4 },
                     batch_size: 32,
-                    self_training_rounds: 3,
-                    pseudo_label_fraction: 0.6,
-                    self_training_epochs: 3,
-                    fresh_student: false,
-                    input_noise: 0.0,
-                    max_shift: 0,
+                    self_training_rounds: 1,
+                    self_training_epochs: 5,
+                    self_training_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
+                    self_training_batch_size: 64,
+                    self_training_shift: 1,
                 },
-                calibration_fraction: 0.2,
+                calibration_folds: 5,
             },
         }
     }

@@ -117,10 +117,15 @@ pub struct AutoLabelReport {
     pub target_accuracy: f64,
     /// Max-softmax confidence at or above which a prediction is accepted.
     pub threshold: f32,
-    /// Held-out labelled images the threshold was chosen on.
-    pub calibration_examples: usize,
-    /// Fraction of calibration images accepted.
+    /// How the threshold was chosen (only labelled images are used).
+    pub calibration: String,
+    /// Accuracy of out-of-fold predictions on the labelled images: an estimate of test accuracy
+    /// that needs no test labels.
+    pub cross_validated_accuracy: f64,
+    /// Fraction of out-of-fold predictions accepted at the threshold.
     pub calibration_coverage: f64,
+    /// Accuracy of the accepted out-of-fold predictions.
+    pub calibration_accuracy: f64,
     /// Fraction of test images accepted.
     pub test_coverage: f64,
     /// Accuracy of the accepted test predictions.
@@ -139,9 +144,7 @@ pub struct DataReport {
     /// Test images (final evaluation only).
     pub test_images: usize,
     /// Labelled images the classifier trains on.
-    pub labelled_fit: usize,
-    /// Labelled images held out to choose the auto-accept threshold.
-    pub labelled_calibration: usize,
+    pub labelled: usize,
     /// Training images whose labels are never read (the self-training pool).
     pub unlabelled: usize,
 }
@@ -199,9 +202,9 @@ impl Report {
         let _ = writeln!(
             s,
             "Data from `{}`: {} training images pretrain the autoencoder without labels; {} labelled \
-             images train the classifier and {} more choose the auto-accept threshold; the labels of the \
-             other {} are never read. {} validation and {} test images.\n",
-            d.dir, d.train_images, d.labelled_fit, d.labelled_calibration, d.unlabelled, d.valid_images, d.test_images
+             images train the classifier; the labels of the other {} are never read. {} validation and \
+             {} test images.\n",
+            d.dir, d.train_images, d.labelled, d.unlabelled, d.valid_images, d.test_images
         );
         let _ = writeln!(s, "## Headline\n\n| model | test accuracy |\n|---|---|");
         let _ = writeln!(
@@ -228,10 +231,17 @@ impl Report {
         let a = &self.auto_label;
         let _ = writeln!(
             s,
-            "\n## Auto-labelling\n\nPredictions with confidence ≥ **{:.4}** are auto-accepted (chosen on {} held-out \
-             labelled images for a target accuracy of {}). On the test set that accepts **{}** of the images, \
-             and {} of those are right; the rest go to review.\n",
-            a.threshold, a.calibration_examples, pct(a.target_accuracy), pct(a.test_coverage), pct(a.test_accuracy)
+            "\n## Auto-labelling\n\nPredictions with confidence ≥ **{:.4}** are auto-accepted, chosen by {} for a \
+             target accuracy of {} (out-of-fold accuracy {}, accepted {} at {}). On the test set that accepts \
+             **{}** of the images, and {} of those are right; the rest go to review.\n",
+            a.threshold,
+            a.calibration,
+            pct(a.target_accuracy),
+            pct(a.cross_validated_accuracy),
+            pct(a.calibration_coverage),
+            pct(a.calibration_accuracy),
+            pct(a.test_coverage),
+            pct(a.test_accuracy)
         );
         let p = &self.pretrain;
         let _ = writeln!(
@@ -280,12 +290,15 @@ impl Report {
             let _ = writeln!(s, "| {name} | {} |", pct(*acc));
         }
         if !c.self_training.is_empty() {
-            let _ = writeln!(s, "\nSelf-training rounds:\n");
+            let _ = writeln!(s, "\nSelf-training rounds (student learns the teacher's soft predictions on unlabelled images):\n");
             for r in &c.self_training {
                 let _ = writeln!(
                     s,
-                    "- round {}: {} pseudo-labels, confidence ≥ {:.3}",
-                    r.round, r.pseudo_labels, r.min_confidence
+                    "- round {}: {} unlabelled images, teacher's mean confidence {:.3}, student agrees on {}",
+                    r.round,
+                    r.pool_images,
+                    r.mean_teacher_confidence,
+                    pct(r.student_agreement)
                 );
             }
         }

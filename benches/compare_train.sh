@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 rounds=${1:-5}
 threads=${2:-1}
 cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/aelabel"
 ours=(); theirs=()
 for r in $(seq "$rounds"); do
-  a=$(./target/release/aelabel bench train --threads "$threads" --epochs 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds_per_epoch"])')
+  a=$("$bin" bench train --threads "$threads" --epochs 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds_per_epoch"])')
   b=$(OMP_NUM_THREADS=$threads python3 benches/pytorch_epoch.py "$threads" 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds_per_epoch"])')
   echo "round $r: aelabel ${a}s  pytorch ${b}s"
   ours+=("$a"); theirs+=("$b")

@@ -97,11 +97,13 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
             if body.len() < expected { " (truncated)" } else { " (trailing data)" }
         )));
     }
+    let mut pixels = bytes;
+    pixels.drain(..16);
     Ok(IdxImages {
         count,
         rows,
         cols,
-        pixels: body.to_vec(),
+        pixels,
     })
 }
 

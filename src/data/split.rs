@@ -1,6 +1,6 @@
 //! The reference splits (55,000 train / 5,000 valid / 10,000 test) and labelled subsets.
 
-use super::{read_idx_images, read_idx_labels, DataError, CLASS_NAMES};
+use super::{read_idx_images, read_idx_labels, DataError, IdxImages, CLASS_NAMES};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -98,6 +98,19 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
 
 /// Reads an image/label pair and checks that they agree.
 pub fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Split, DataError> {
+    let (images, labels) = read_raw_pair(images_path, labels_path)?;
+    Ok(Split::from_bytes(
+        &images.pixels,
+        labels,
+        images.cols,
+        images.rows,
+    ))
+}
+
+fn read_raw_pair(
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<(IdxImages, Vec<u8>), DataError> {
     let images = read_idx_images(images_path)?;
     let labels = read_idx_labels(labels_path, CLASS_NAMES.len())?;
     if images.count != labels.len() {
@@ -108,16 +121,19 @@ pub fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Split, DataEr
             label_count: labels.len(),
         });
     }
-    Ok(Split {
-        pixels: images
-            .pixels
-            .iter()
-            .map(|&p| f32::from(p) / 255.0)
-            .collect(),
-        labels,
-        width: images.cols,
-        height: images.rows,
-    })
+    Ok((images, labels))
+}
+
+impl Split {
+    /// Converts 8-bit pixels to floats in [0, 1].
+    fn from_bytes(pixels: &[u8], labels: Vec<u8>, width: usize, height: usize) -> Split {
+        Split {
+            pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+            labels,
+            width,
+            height,
+        }
+    }
 }
 
 impl FashionMnist {
@@ -130,33 +146,39 @@ impl FashionMnist {
         let train_labels = locate(dir, "train-labels-idx1-ubyte")?;
         let test_images = locate(dir, "t10k-images-idx3-ubyte")?;
         let test_labels = locate(dir, "t10k-labels-idx1-ubyte")?;
-        let full = read_pair(&train_images, &train_labels)?;
-        let test = read_pair(&test_images, &test_labels)?;
-        if (test.width, test.height) != (full.width, full.height) {
+        let (full, mut full_labels) = read_raw_pair(&train_images, &train_labels)?;
+        let (test, test_labels) = read_raw_pair(&test_images, &test_labels)?;
+        if (test.cols, test.rows) != (full.cols, full.rows) {
             return Err(DataError::Invalid {
                 path: test_images,
                 reason: format!(
                     "images are {}×{} but the training images are {}×{}",
-                    test.width, test.height, full.width, full.height
+                    test.cols, test.rows, full.cols, full.rows
                 ),
             });
         }
-        if full.len() <= VALID_SIZE {
+        if full.count <= VALID_SIZE {
             return Err(DataError::Invalid {
                 path: train_images,
                 reason: format!(
                     "holds {} images; at least {} are needed to keep {VALID_SIZE} for validation",
-                    full.len(),
+                    full.count,
                     VALID_SIZE + 1
                 ),
             });
         }
-        let cut = full.len() - VALID_SIZE;
-        let train: Vec<usize> = (0..cut).collect();
-        let valid: Vec<usize> = (cut..full.len()).collect();
+        // Convert each split straight from bytes: floats for the whole file never coexist
+        // with the splits' copies.
+        let (w, h) = (full.cols, full.rows);
+        let cut = full.count - VALID_SIZE;
+        let valid_labels = full_labels.split_off(cut);
+        let valid = Split::from_bytes(&full.pixels[cut * w * h..], valid_labels, w, h);
+        let train = Split::from_bytes(&full.pixels[..cut * w * h], full_labels, w, h);
+        drop(full);
+        let test = Split::from_bytes(&test.pixels, test_labels, w, h);
         Ok(Self {
-            train: full.select(&train),
-            valid: full.select(&valid),
+            train,
+            valid,
             test,
             class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
         })

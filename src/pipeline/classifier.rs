@@ -9,13 +9,25 @@ use crate::train::{fit, Examples, FitOptions, Observer, Shift};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+/// The training images a student learns from: all of them, with the labelled rows' classes.
+/// Rows not in `labelled_rows` are unlabelled for this classifier; their labels are never read.
+#[derive(Clone, Copy, Debug)]
+pub struct Unlabelled<'a> {
+    /// All training images, row-major.
+    pub images: &'a [f32],
+    /// Rows of `images` whose labels this classifier may use.
+    pub labelled_rows: &'a [usize],
+    /// The classes of `labelled_rows`, in the same order.
+    pub labels: &'a [u8],
+}
+
 /// One self-training round.
 #[derive(Clone, Debug, Serialize)]
 pub struct RoundLog {
     /// 1-based round number.
     pub round: usize,
     /// Unlabelled images the student learned the teacher's predictions on.
-    pub pool_images: usize,
+    pub unlabelled_images: usize,
     /// Mean max-probability of the teacher over the pool.
     pub mean_teacher_confidence: f64,
     /// Fraction of pool images where the student's class equals the teacher's afterwards.
@@ -47,15 +59,15 @@ pub fn probabilities(net: &Network, images: &[f32], threads: usize) -> Vec<f32> 
 }
 
 /// Trains `network` (a transferred encoder or a fresh one) on the labelled images; then, if
-/// the recipe has self-training rounds and `pool` holds unlabelled images, replaces it by
-/// students trained on labels plus the teacher's soft predictions on the pool.
+/// the recipe has self-training rounds and `unlabelled` is given, replaces it by students
+/// trained on the labels plus the teacher's soft predictions on the unlabelled images.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     mut network: Network,
     recipe: &FinetuneRecipe,
     images: &[f32],
     labels: &[u8],
-    pool: Option<&[f32]>,
+    unlabelled: Option<Unlabelled<'_>>,
     shape: (usize, usize),
     rng: &mut ChaCha8Rng,
     threads: usize,
@@ -121,37 +133,44 @@ pub fn train_classifier(
     let mut rounds = Vec::new();
     let classes = network.output_size();
     let width = network.input_size();
-    let pool = pool.filter(|p| !p.is_empty() && recipe.self_training_rounds > 0);
-    if let Some(pool) = pool {
-        let pool_len = pool.len() / width;
-        // Labelled images keep their one-hot labels; pool images get the teacher's probabilities.
-        let mut inputs = images.to_vec();
-        inputs.extend_from_slice(pool);
-        let mut targets = vec![0.0f32; labels.len() * classes];
-        for (row, &l) in targets.chunks_exact_mut(classes).zip(labels) {
-            row[usize::from(l)] = 1.0;
-        }
+    let source = unlabelled.filter(|u| !u.images.is_empty() && recipe.self_training_rounds > 0);
+    if let Some(source) = source {
+        let total = source.images.len() / width;
+        let unlabelled_count = total - source.labelled_rows.len();
         let shift = Some(Shift {
             width: shape.0,
             height: shape.1,
             max: recipe.self_training_shift,
         });
+        let mut is_labelled = vec![false; total];
+        source
+            .labelled_rows
+            .iter()
+            .for_each(|&r| is_labelled[r] = true);
+        let unlabelled_rows = || (0..total).filter(|&r| !is_labelled[r]);
         for round in 1..=recipe.self_training_rounds {
-            let teacher = probabilities(&network, pool, threads);
-            let mean_teacher_confidence = teacher
-                .chunks_exact(classes)
-                .map(|r| f64::from(r[argmax(r)]))
+            let teacher = probabilities(&network, source.images, threads);
+            // Labelled rows learn their true class, the others the teacher's distribution.
+            let mut targets = teacher.clone();
+            for (&row, &label) in source.labelled_rows.iter().zip(source.labels) {
+                let t = &mut targets[row * classes..(row + 1) * classes];
+                t.fill(0.0);
+                t[usize::from(label)] = 1.0;
+            }
+            let mean_teacher_confidence = unlabelled_rows()
+                .map(|r| {
+                    let p = &teacher[r * classes..(r + 1) * classes];
+                    f64::from(p[argmax(p)])
+                })
                 .sum::<f64>()
-                / pool_len as f64;
-            targets.truncate(labels.len() * classes);
-            targets.extend_from_slice(&teacher);
+                / unlabelled_count.max(1) as f64;
             let mut student = initial.clone();
             student.freeze_lowest(recipe.freeze);
             let mut opt = recipe.self_training_optimizer.build();
             let examples = Examples {
-                inputs: &inputs,
+                inputs: source.images,
                 targets: Target::Values(&targets),
-                len: labels.len() + pool_len,
+                len: total,
             };
             let name = format!("self-training {round}");
             let opts = options(
@@ -174,20 +193,21 @@ pub fn train_classifier(
                 loss: "cross-entropy",
                 epochs,
             });
-            let after = probabilities(&student, pool, threads);
-            let agree = after
-                .chunks_exact(classes)
-                .zip(teacher.chunks_exact(classes))
-                .filter(|(a, t)| argmax(a) == argmax(t))
+            let after = probabilities(&student, source.images, threads);
+            let agree = unlabelled_rows()
+                .filter(|&r| {
+                    let range = r * classes..(r + 1) * classes;
+                    argmax(&after[range.clone()]) == argmax(&teacher[range])
+                })
                 .count();
             let log = RoundLog {
                 round,
-                pool_images: pool_len,
+                unlabelled_images: unlabelled_count,
                 mean_teacher_confidence,
-                student_agreement: agree as f64 / pool_len as f64,
+                student_agreement: agree as f64 / unlabelled_count.max(1) as f64,
             };
             observer.note(&format!(
-                "self-training round {round}: student agrees with its teacher on {:.1} % of {pool_len} unlabelled images",
+                "self-training round {round}: student agrees with its teacher on {:.1} % of {unlabelled_count} unlabelled images",
                 100.0 * log.student_agreement
             ));
             rounds.push(log);

@@ -6,7 +6,7 @@ mod pretrain;
 pub mod recipe;
 pub mod report;
 
-pub use classifier::{probabilities, train_classifier, RoundLog, TrainedClassifier};
+pub use classifier::{probabilities, train_classifier, RoundLog, TrainedClassifier, Unlabelled};
 pub use pretrain::{encode, pretrain, PhaseHistory, Pretrained};
 pub use recipe::{Preset, PretrainMode, Recipe};
 pub use report::Report;
@@ -147,8 +147,9 @@ fn cross_validate(
     pretrained: &crate::model::Network,
     recipe: &Recipe,
     labelled: &Split,
+    labelled_rows: &[usize],
     classes: usize,
-    pool: &[f32],
+    images: &[f32],
     rng: &mut ChaCha8Rng,
     threads: usize,
     observer: &dyn Observer,
@@ -169,12 +170,19 @@ fn cross_validate(
             held.len()
         ));
         let net = classifier_from_encoder(pretrained, classes, rng);
+        // The held-out fold is unlabelled for this classifier, like the rest of the pool.
+        let rows: Vec<usize> = train_idx.iter().map(|&i| labelled_rows[i]).collect();
+        let unlabelled = Unlabelled {
+            images,
+            labelled_rows: &rows,
+            labels: &train.labels,
+        };
         let trained = train_classifier(
             net,
             &recipe.finetune,
             &train.pixels,
             &train.labels,
-            Some(pool),
+            Some(unlabelled),
             (labelled.width, labelled.height),
             rng,
             threads,
@@ -218,9 +226,14 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         test,
         class_names,
     } = FashionMnist::load(&config.data_dir)?;
-    let train = config.train_limit.map_or(train.clone(), |n| train.head(n));
-    let valid = config.eval_limit.map_or(valid.clone(), |n| valid.head(n));
-    let test = config.eval_limit.map_or(test.clone(), |n| test.head(n));
+    let train = match config.train_limit {
+        Some(n) => train.head(n),
+        None => train,
+    };
+    let (valid, test) = match config.eval_limit {
+        Some(n) => (valid.head(n), test.head(n)),
+        None => (valid, test),
+    };
     let image_size = train.image_size();
     if recipe.pretrain.widths.first() != Some(&image_size) {
         return Err(PipelineError::Config(format!(
@@ -245,17 +258,6 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         height,
         ..
     } = train;
-    let is_labelled = {
-        let mut mask = vec![false; train_images.len() / image_size];
-        labelled.iter().for_each(|&i| mask[i] = true);
-        mask
-    };
-    let pool: Vec<f32> = train_images
-        .chunks_exact(image_size)
-        .zip(&is_labelled)
-        .filter(|(_, &l)| !l)
-        .flat_map(|(img, _)| img.iter().copied())
-        .collect();
     lap("load data", &mut phase_seconds);
 
     // Pretraining on every training image, labelled or not, without labels.
@@ -288,7 +290,11 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         &recipe.finetune,
         &labelled_set.pixels,
         &labelled_set.labels,
-        Some(&pool),
+        Some(Unlabelled {
+            images: &train_images,
+            labelled_rows: &labelled,
+            labels: &labelled_set.labels,
+        }),
         (width, height),
         &mut rng,
         threads,
@@ -296,7 +302,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     );
     lap("classifier", &mut phase_seconds);
 
-    // Baselines: same labelled images, no pretraining, no pool.
+    // Baselines: same labelled images, no pretraining, no unlabelled images.
     let mut baseline_recipe = recipe.finetune.clone();
     baseline_recipe.head_epochs = 0;
     baseline_recipe.freeze = 0;
@@ -344,8 +350,9 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         &pretrained.network,
         &recipe,
         &labelled_set,
+        &labelled,
         classes,
-        &pool,
+        &train_images,
         &mut rng,
         threads,
         observer,
@@ -540,7 +547,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
             valid_images: valid.len(),
             test_images: test.len(),
             labelled: labelled_set.len(),
-            unlabelled: pool.len() / image_size,
+            unlabelled: train_images.len() / image_size - labelled.len(),
         },
         recipe: recipe.clone(),
         pretrain: PretrainReport {

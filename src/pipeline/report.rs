@@ -296,7 +296,7 @@ impl Report {
                     s,
                     "- round {}: {} unlabelled images, teacher's mean confidence {:.3}, student agrees on {}",
                     r.round,
-                    r.pool_images,
+                    r.unlabelled_images,
                     r.mean_teacher_confidence,
                     pct(r.student_agreement)
                 );

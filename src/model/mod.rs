@@ -1,6 +1,7 @@
 //! Stacked autoencoders, classifiers built on a transferred encoder, and their checkpoint.
 
 mod checkpoint;
+pub mod fastmath;
 pub mod linalg;
 pub mod net;
 pub mod oracle;

@@ -6,6 +6,7 @@
 //! outputs, and the loss gradient is fused with the output activation. `model::oracle` keeps
 //! the candle autograd version to check these gradients.
 
+use super::fastmath;
 use super::linalg::{matmul, View};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -43,13 +44,13 @@ impl Activation {
                     *v = if *v > 0.0 {
                         SELU_LAMBDA * *v
                     } else {
-                        SELU_LAMBDA * SELU_ALPHA * (v.exp() - 1.0)
+                        SELU_LAMBDA * SELU_ALPHA * (fastmath::exp(*v) - 1.0)
                     };
                 }
             }
             Activation::Sigmoid => {
                 for v in values {
-                    *v = 1.0 / (1.0 + (-*v).exp());
+                    *v = 1.0 / (1.0 + fastmath::exp(-*v));
                 }
             }
             Activation::Linear => {}
@@ -310,16 +311,16 @@ impl Network {
         ws.grads.resize_with(self.params.len(), Vec::new);
         ws.fresh.clear();
         ws.fresh.resize(self.params.len(), true);
-        let in_width = self.input_size();
-        ws.outputs[0].clear();
-        ws.outputs[0].extend_from_slice(&input[..n * in_width]);
+        // outputs[0] stays empty: layer 0 reads `input` directly instead of a copy.
+        let input = &input[..n * self.input_size()];
         for index in 0..depth {
             let layer = self.layers[index];
             let (inputs, outputs) = self.layer_dims_of(&layer);
             let (below, above) = ws.outputs.split_at_mut(index + 1);
+            let x = if index == 0 { input } else { &below[index][..] };
             let out = &mut above[0];
             out.resize(n * outputs, 0.0);
-            self.affine(&layer, &below[index], n, inputs, out, threads);
+            self.affine(&layer, x, n, inputs, out, threads);
             layer.activation.apply(out);
         }
 
@@ -339,7 +340,11 @@ impl Network {
         for index in (stop..depth).rev() {
             let layer = self.layers[index];
             let (inputs, outputs) = self.layer_dims_of(&layer);
-            let x = &ws.outputs[index];
+            let x = if index == 0 {
+                input
+            } else {
+                &ws.outputs[index][..]
+            };
             let delta = &ws.delta[..n * outputs];
 
             let bias = &self.params[layer.bias];
@@ -422,16 +427,20 @@ fn output_delta(
             );
             let scale = 1.0 / (n * width) as f32;
             const EPS: f32 = 1e-7;
-            let mut total = 0.0f64;
+            // Eight independent lanes so the loop vectorises (one f64 sum would serialise it).
+            let mut lanes = [0.0f32; 8];
             let mut hits = 0usize;
-            for ((d, &p), &t) in delta.iter_mut().zip(&y[..n * width]).zip(&t[..n * width]) {
-                // Sigmoid and BCE fused: the derivative w.r.t. the logit is p - t.
-                *d = (p - t) * scale;
-                let pc = p.clamp(EPS, 1.0 - EPS);
-                total -= f64::from(t * pc.ln() + (1.0 - t) * (1.0 - pc).ln());
-                hits += usize::from((p >= 0.5) == (t >= 0.5));
+            let (y, t) = (&y[..n * width], &t[..n * width]);
+            for ((d8, y8), t8) in delta.chunks_mut(8).zip(y.chunks(8)).zip(t.chunks(8)) {
+                for (lane, ((d, &p), &t)) in lanes.iter_mut().zip(d8.iter_mut().zip(y8).zip(t8)) {
+                    // Sigmoid and BCE fused: the derivative w.r.t. the logit is p - t.
+                    *d = (p - t) * scale;
+                    let pc = p.clamp(EPS, 1.0 - EPS);
+                    *lane -= t * fastmath::ln(pc) + (1.0 - t) * fastmath::ln(1.0 - pc);
+                    hits += usize::from((p >= 0.5) == (t >= 0.5));
+                }
             }
-            stats.loss_sum = total / width as f64;
+            stats.loss_sum = fastmath::sum(&lanes) / width as f64;
             stats.hits = hits as f64;
             stats.hit_total = (n * width) as f64;
         }
@@ -516,7 +525,7 @@ pub fn softmax_into(logits: &[f32], out: &mut [f32]) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for (o, &l) in out.iter_mut().zip(logits) {
-        *o = (l - max).exp();
+        *o = fastmath::exp(l - max);
         sum += *o;
     }
     for o in out.iter_mut() {

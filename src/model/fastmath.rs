@@ -1,0 +1,84 @@
+//! Branch-free `exp` and `ln` for the training hot loops.
+//!
+//! The standard library calls libm once per value; these inline to straight-line code that the
+//! compiler vectorises. On one reference-recipe epoch, libm's `logf`/`expf` took ~14 % of the
+//! time (perf). Both are accurate to a few ulp over the range used (relative error < 3e-7),
+//! far below what SGD notices; the gradient oracle test still holds to 1e-4.
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+/// Adding then subtracting 1.5·2²³ rounds an f32 to the nearest integer without a libm call.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `e^x`, clamped to the finite f32 range.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    // Taylor polynomial of e^r on |r| ≤ ln2/2 (error ≤ r⁷/7! ≈ 1.2e-7).
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// Natural logarithm of a positive, normal `x`.
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
+    let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    // Centre the mantissa on 1 so the series below converges fast: m ∈ [√½, √2).
+    let big = mantissa > std::f32::consts::SQRT_2;
+    let m = if big { mantissa * 0.5 } else { mantissa };
+    let e = (exponent + i32::from(big)) as f32;
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    // ln m = 2 atanh s = 2(s + s³/3 + s⁵/5 + …), |s| ≤ 0.172.
+    let series =
+        2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))));
+    e * std::f32::consts::LN_2 + series
+}
+
+/// Sum of `values` in eight f32 lanes (vectorisable), returned as f64.
+pub fn sum(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    lanes.iter().chain(rest).map(|&v| f64::from(v)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_ln_match_libm_closely() {
+        let mut worst = (0.0f32, 0.0f32);
+        for i in 0..200_000 {
+            let x = -80.0 + 160.0 * i as f32 / 200_000.0;
+            let want = x.exp();
+            let rel = ((exp(x) - want) / want).abs();
+            worst.0 = worst.0.max(rel);
+        }
+        for i in 1..200_000 {
+            let x = i as f32 / 20_000.0;
+            let want = x.ln();
+            let err = (ln(x) - want).abs() / want.abs().max(1.0);
+            worst.1 = worst.1.max(err);
+        }
+        assert!(worst.0 < 3e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 3e-7, "ln error {}", worst.1);
+        assert_eq!(ln(1.0), 0.0);
+        assert!((sum(&[0.5; 1001]) - 500.5).abs() < 1e-9);
+    }
+}

@@ -1,13 +1,20 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
+use crate::client::{self, bench::LoadTest, bench::Rpc, EncodeJob, LabelJob};
 use crate::config::{aelabel_home, parse_fraction, parse_layers, parse_positive, Widths};
 use crate::data::{FashionMnist, DEFAULT_DATA_DIR};
+use crate::inference::{Engine, EngineConfig, NoObserver, Task};
+use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
 use crate::progress::Progress;
+use crate::service::{shutdown_signal, Application, ServeConfig};
 use crate::telemetry::LogFormat;
 use crate::train::bench::bench_train;
 use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Semi-supervised image labelling: pretrain on all images, fine-tune on a few labels.
 #[derive(Debug, Parser)]
@@ -35,9 +42,116 @@ pub struct Cli {
 pub enum Command {
     /// Train end to end: pretrain, transfer, fine-tune, evaluate, write model + report + PNGs.
     Pipeline(PipelineArgs),
-    /// Benchmarks.
+    /// Serve a trained model over gRPC (health, reflection, Prometheus metrics).
+    Serve(ServeArgs),
+    /// Label images through a server: IDX files, folders of PNG/JPEG, image files.
+    Label(LabelArgs),
+    /// Fetch embeddings from a server for IDX files, folders of PNG/JPEG, image files.
+    Encode(EncodeArgs),
+    /// Benchmarks: load a server (`--server URL`), or `bench train` / `bench engine`.
+    Bench(BenchArgs),
+}
+
+/// Flags of `aelabel serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The model to serve [default: the default pipeline run's model.safetensors].
+    #[arg(long, env = "AELABEL_MODEL")]
+    pub model: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:50051", env = "AELABEL_ADDR")]
+    pub addr: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "AELABEL_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// Turn the metrics endpoint off.
+    #[arg(long, env = "AELABEL_NO_METRICS")]
+    pub no_metrics: bool,
+    /// Threads for the matrix products (the engine's own pool).
+    #[arg(long, default_value_t = default_threads(), env = "AELABEL_THREADS", value_parser = parse_positive)]
+    pub threads: usize,
+    /// Most images in one request, and in one merged forward pass.
+    #[arg(long, default_value_t = 1024, env = "AELABEL_MAX_BATCH", value_parser = parse_positive)]
+    pub max_batch: usize,
+    /// Longest a request waits in the queue for others to merge with, in microseconds.
+    #[arg(long, default_value_t = 0, env = "AELABEL_MAX_QUEUE_DELAY_US")]
+    pub max_queue_delay_us: u64,
+    /// Requests admitted at once; unary calls beyond it get RESOURCE_EXHAUSTED, streams wait.
+    #[arg(long, default_value_t = 256, env = "AELABEL_MAX_IN_FLIGHT", value_parser = parse_positive)]
+    pub max_in_flight: usize,
+    /// Largest gRPC message accepted or sent, in bytes (must fit --max-batch images).
+    #[arg(long, default_value_t = 16 << 20, env = "AELABEL_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: usize,
+    /// Largest image width or height accepted, checked before decoding.
+    #[arg(long, default_value_t = 4096, env = "AELABEL_MAX_IMAGE_SIDE")]
+    pub max_image_side: u32,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10.0, env = "AELABEL_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: f64,
+}
+
+/// Flags of `aelabel label`.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// Server address (`host:port` or `http://host:port`).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "AELABEL_SERVER")]
+    pub server: String,
+    /// IDX image files (labels beside them are used for accuracy), folders, PNG/JPEG files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output rows: `.csv` or `.jsonl`.
+    #[arg(long, default_value = "labels.csv", env = "AELABEL_LABELS_OUT")]
+    pub out: PathBuf,
+    /// Images per stream message.
+    #[arg(long, default_value_t = 256, value_parser = parse_positive)]
+    pub batch: usize,
+    /// Confidence below which a row needs review [default: the model's threshold].
+    #[arg(long, value_parser = parse_probability)]
+    pub review_threshold: Option<f32>,
+}
+
+/// Flags of `aelabel encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Server address (`host:port` or `http://host:port`).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "AELABEL_SERVER")]
+    pub server: String,
+    /// IDX image files, folders, PNG/JPEG files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output: `.csv` (id + values) or `.npy` (float32, images × embedding size).
+    #[arg(long, default_value = "embeddings.npy", env = "AELABEL_EMBEDDINGS_OUT")]
+    pub out: PathBuf,
+    /// Images per request.
+    #[arg(long, default_value_t = 256, value_parser = parse_positive)]
+    pub batch: usize,
+}
+
+/// `aelabel bench`: a load test against `--server`, or a subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    /// In-process benchmarks.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    pub command: Option<BenchCommand>,
+    /// Server to load (`host:port` or `http://host:port`).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Which call to send.
+    #[arg(long, value_enum, default_value = "encode")]
+    pub rpc: Rpc,
+    /// Images per request.
+    #[arg(long, default_value_t = 1, value_parser = parse_positive)]
+    pub batch: usize,
+    /// Clients sending at once, one connection each.
+    #[arg(long, default_value_t = 1, value_parser = parse_positive)]
+    pub concurrency: usize,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `aelabel pipeline`.
@@ -98,6 +212,31 @@ pub struct PipelineArgs {
 pub enum BenchCommand {
     /// Time joint pretraining epochs of the reference recipe on the 55,000 training images.
     Train(BenchTrainArgs),
+    /// Time the in-process inference engine: batched throughput and one-image latency.
+    Engine(BenchEngineArgs),
+}
+
+/// Flags of `aelabel bench engine`.
+#[derive(Debug, Args)]
+pub struct BenchEngineArgs {
+    /// The model [default: the default pipeline run's model.safetensors].
+    #[arg(long, env = "AELABEL_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Task to time.
+    #[arg(long, value_enum, default_value = "encode")]
+    pub rpc: Rpc,
+    /// Images per batched pass.
+    #[arg(long, default_value_t = 1024, value_parser = parse_positive)]
+    pub batch: usize,
+    /// Engine threads.
+    #[arg(long, default_value_t = 2, value_parser = parse_positive)]
+    pub threads: usize,
+    /// Seconds of batched passes (half as long again for one-image passes).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `aelabel bench train`.
@@ -119,6 +258,71 @@ pub struct BenchTrainArgs {
 
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses a probability in [0, 1].
+fn parse_probability(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a number between 0 and 1")),
+    }
+}
+
+/// Parses seconds: a finite number above 0.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    if value.is_finite() && value > 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        anyhow::bail!("{flag} {value} is not a positive number of seconds")
+    }
+}
+
+/// Where `aelabel pipeline` writes its model with default flags.
+fn default_model() -> PathBuf {
+    aelabel_home()
+        .join("runs")
+        .join("default-1000-seed42")
+        .join("model.safetensors")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn task_of(rpc: Rpc) -> Task {
+    match rpc {
+        Rpc::Encode => Task::Encode,
+        Rpc::Label => Task::Label,
+        Rpc::Reconstruct => Task::Reconstruct,
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        model: args.model.unwrap_or_else(default_model),
+        addr: args.addr,
+        metrics_addr: (!args.no_metrics).then_some(args.metrics_addr),
+        engine: EngineConfig {
+            threads: args.threads,
+            max_batch: args.max_batch,
+            max_queue_delay: Duration::from_micros(args.max_queue_delay_us),
+        },
+        max_in_flight: args.max_in_flight,
+        max_message_bytes: args.max_message_bytes,
+        max_image_side: args.max_image_side,
+        shutdown_grace: seconds(args.shutdown_grace_secs, "--shutdown-grace-secs")?,
+    };
+    runtime()?.block_on(async move {
+        let app = Application::build(config).await?;
+        if let Some(addr) = app.metrics_addr() {
+            tracing::info!(%addr, "metrics at /metrics");
+        }
+        app.run_until_stopped(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
 fn init_threads(threads: usize) {
@@ -176,7 +380,111 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("model:  {}", out.join("model.safetensors").display());
             Ok(())
         }
-        Command::Bench(BenchCommand::Train(args)) => {
+        Command::Serve(args) => serve(args),
+        Command::Label(args) => {
+            let job = LabelJob {
+                server: args.server,
+                inputs: args.inputs,
+                out: args.out.clone(),
+                batch: args.batch,
+                review_threshold: args.review_threshold,
+                quiet: cli.quiet,
+            };
+            let summary = runtime()?.block_on(client::label(job))?;
+            let mut line = format!(
+                "labelled {} images in {:.1} s ({:.0} images/s): {} need review ({:.1} %)",
+                summary.images,
+                summary.seconds,
+                summary.images as f64 / summary.seconds.max(1e-9),
+                summary.needs_review,
+                100.0 * summary.needs_review as f64 / summary.images.max(1) as f64
+            );
+            if let Some(accuracy) = summary.accuracy {
+                line.push_str(&format!("; accuracy {:.2} %", 100.0 * accuracy));
+            }
+            println!("{line}");
+            println!("rows: {}", args.out.display());
+            Ok(())
+        }
+        Command::Encode(args) => {
+            let job = EncodeJob {
+                server: args.server,
+                inputs: args.inputs,
+                out: args.out.clone(),
+                batch: args.batch,
+                quiet: cli.quiet,
+            };
+            let (images, width) = runtime()?.block_on(client::encode(job))?;
+            println!(
+                "encoded {images} images into {width}-d embeddings: {}",
+                args.out.display()
+            );
+            Ok(())
+        }
+        Command::Bench(BenchArgs {
+            command: None,
+            server,
+            rpc,
+            batch,
+            concurrency,
+            duration,
+            json,
+        }) => {
+            let Some(server) = server else {
+                anyhow::bail!("bench needs --server URL to load a server, or a subcommand: `bench train`, `bench engine`");
+            };
+            let test = LoadTest {
+                server,
+                rpc,
+                batch,
+                concurrency,
+                duration: seconds(duration, "--duration")?,
+            };
+            let report = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(client::bench::run_load(&test))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.to_text());
+            }
+            Ok(())
+        }
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Engine(args)),
+            ..
+        }) => {
+            let model = Model::load(&args.model.unwrap_or_else(default_model))?;
+            let engine = Engine::start(
+                model,
+                &EngineConfig {
+                    threads: args.threads,
+                    ..EngineConfig::default()
+                },
+                Arc::new(NoObserver),
+            )?;
+            let r = client::bench::bench_engine(
+                &engine,
+                task_of(args.rpc),
+                args.batch,
+                args.threads,
+                seconds(args.seconds, "--seconds")?,
+            )?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "engine {} batch {} on {} thread(s): {:.0} images/s; one image p50 {:.1} µs, p99 {:.1} µs",
+                    r.task, r.batch, r.threads, r.images_per_second, r.single_image_p50_us, r.single_image_p99_us
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Train(args)),
+            ..
+        }) => {
             init_threads(args.threads);
             let data = FashionMnist::load(&args.data)?;
             let r = bench_train(

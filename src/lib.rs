@@ -5,10 +5,13 @@
 //! served over gRPC. See `README.md` for the commands and `ARCHITECTURE` notes in each module.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod data;
+pub mod inference;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod service;
 pub mod telemetry;
 pub mod train;

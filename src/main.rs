@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    aelabel::telemetry::init(cli.log_format, if cli.quiet { "info" } else { "warn" });
+    // A server logs its life at info; other commands stay quiet unless bars are off.
+    let serving = matches!(cli.command, aelabel::cli::Command::Serve(_));
+    let level = if cli.quiet || serving { "info" } else { "warn" };
+    aelabel::telemetry::init(cli.log_format, level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

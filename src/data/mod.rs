@@ -1,8 +1,10 @@
 //! Images and labels: IDX files, the reference splits and stratified labelled subsets.
 
+mod decode;
 mod idx;
 mod split;
 
+pub use decode::{decode_to_input, raw_to_input, ImageError, ImageLimits};
 pub use idx::{read_idx_images, read_idx_labels, IdxImages};
 pub use split::{read_pair, stratified_subset, FashionMnist, Split};
 

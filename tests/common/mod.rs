@@ -1,6 +1,8 @@
 //! Shared set-up for the integration tests.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

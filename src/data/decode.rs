@@ -1,0 +1,152 @@
+//! Single images from the outside world: PNG/JPEG bytes or raw pixels, turned into 8-bit
+//! grayscale at the model's input size.
+//!
+//! Encoded files are size-checked from their header before any pixel is decoded, so a small
+//! file that declares a huge image (a decompression bomb) is refused without allocating it.
+
+use image::imageops::FilterType;
+use image::{GrayImage, ImageFormat, ImageReader, Limits};
+use std::io::Cursor;
+
+/// How large an incoming image may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest width or height accepted, in pixels (raw or declared by a file header).
+    pub max_side: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self { max_side: 4096 }
+    }
+}
+
+/// Why an image was refused; messages read as the second half of "image N …".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// Width or height is zero.
+    #[error("has a zero dimension ({width}×{height}); width and height must be at least 1")]
+    ZeroSize {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+    },
+    /// Width or height is over the limit.
+    #[error("is {width}×{height}, over the {max}-pixel side limit; scale it down first")]
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// Raw pixel count and dimensions disagree.
+    #[error("has {got} pixel bytes but width × height = {width} × {height} = {want}")]
+    PixelCount {
+        /// Bytes sent.
+        got: usize,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// width × height.
+        want: u64,
+    },
+    /// The bytes are not a PNG or JPEG file.
+    #[error("is not a PNG or JPEG file (send raw pixels or an encoded PNG/JPEG)")]
+    UnknownFormat,
+    /// The file is a PNG or JPEG but cannot be decoded.
+    #[error("cannot be decoded as {format}: {reason}")]
+    Undecodable {
+        /// PNG or JPEG.
+        format: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// Neither pixels nor file bytes were sent.
+    #[error("has no data; set either raw pixels or encoded bytes")]
+    Missing,
+}
+
+fn check_side(width: u32, height: u32, limits: ImageLimits) -> Result<(), ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroSize { width, height });
+    }
+    if width > limits.max_side || height > limits.max_side {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            max: limits.max_side,
+        });
+    }
+    Ok(())
+}
+
+/// Raw row-major 8-bit pixels, resized to `to_width × to_height` when they differ.
+pub fn raw_to_input(
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+    (to_width, to_height): (u32, u32),
+    limits: ImageLimits,
+) -> Result<Vec<u8>, ImageError> {
+    check_side(width, height, limits)?;
+    let want = u64::from(width) * u64::from(height);
+    if pixels.len() as u64 != want {
+        return Err(ImageError::PixelCount {
+            got: pixels.len(),
+            width,
+            height,
+            want,
+        });
+    }
+    if (width, height) == (to_width, to_height) {
+        return Ok(pixels);
+    }
+    let image = GrayImage::from_raw(width, height, pixels).ok_or(ImageError::PixelCount {
+        got: 0,
+        width,
+        height,
+        want,
+    })?;
+    Ok(image::imageops::resize(&image, to_width, to_height, FilterType::Triangle).into_raw())
+}
+
+/// A PNG or JPEG file decoded, converted to grayscale and resized to `to_width × to_height`.
+pub fn decode_to_input(
+    bytes: &[u8],
+    (to_width, to_height): (u32, u32),
+    limits: ImageLimits,
+) -> Result<Vec<u8>, ImageError> {
+    let format = match image::guess_format(bytes) {
+        Ok(ImageFormat::Png) => ImageFormat::Png,
+        Ok(ImageFormat::Jpeg) => ImageFormat::Jpeg,
+        _ => return Err(ImageError::UnknownFormat),
+    };
+    let name = if format == ImageFormat::Png {
+        "PNG"
+    } else {
+        "JPEG"
+    };
+    let undecodable = |e: image::ImageError| ImageError::Undecodable {
+        format: name,
+        reason: e.to_string(),
+    };
+    // Read the declared size first: refuse bombs before the decoder allocates anything.
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(undecodable)?;
+    check_side(width, height, limits)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    reader.limits(decoder_limits);
+    let gray = reader.decode().map_err(undecodable)?.into_luma8();
+    if gray.dimensions() == (to_width, to_height) {
+        return Ok(gray.into_raw());
+    }
+    Ok(image::imageops::resize(&gray, to_width, to_height, FilterType::Triangle).into_raw())
+}

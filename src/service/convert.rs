@@ -1,0 +1,218 @@
+//! The one place where wire types become domain types and back.
+//!
+//! A request is parsed whole before any work: images become one [`ImageBatch`] at the model's
+//! input size, or the request is refused with `INVALID_ARGUMENT` naming the field and the index
+//! of the first bad image.
+
+use super::proto as pb;
+use crate::data::{decode_to_input, raw_to_input, ImageError, ImageLimits};
+use crate::inference::{ImageBatch, Output};
+use crate::model::net::argmax;
+use crate::model::ModelMeta;
+use tonic::Status;
+
+/// What the server accepts in one request.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageRules {
+    /// Model input width.
+    pub width: u32,
+    /// Model input height.
+    pub height: u32,
+    /// Size limits before decoding.
+    pub limits: ImageLimits,
+    /// Most images in one request.
+    pub max_batch: usize,
+}
+
+/// A validated request's images: client ids and pixels at the model's input size.
+#[derive(Debug)]
+pub struct ParsedImages {
+    /// One id per image, as sent (possibly empty).
+    pub ids: Vec<String>,
+    /// The pixels.
+    pub images: ImageBatch,
+}
+
+/// True when some image is an encoded file, so parsing does real CPU work and belongs off
+/// the async reactor.
+pub fn needs_decoding(images: &[pb::Image]) -> bool {
+    images
+        .iter()
+        .any(|i| matches!(i.data, Some(pb::image::Data::Encoded(_))))
+}
+
+/// Checks the batch size, then turns every image into model-sized pixels.
+pub fn parse_images(images: Vec<pb::Image>, rules: &ImageRules) -> Result<ParsedImages, Status> {
+    if images.is_empty() {
+        return Err(Status::invalid_argument(
+            "images: the batch is empty; send at least one image",
+        ));
+    }
+    if images.len() > rules.max_batch {
+        return Err(Status::invalid_argument(format!(
+            "images: {} images is more than this server's --max-batch of {}; split the request",
+            images.len(),
+            rules.max_batch
+        )));
+    }
+    let size = (rules.width * rules.height) as usize;
+    let target = (rules.width, rules.height);
+    let mut pixels = Vec::with_capacity(images.len() * size);
+    let mut ids = Vec::with_capacity(images.len());
+    for (i, image) in images.into_iter().enumerate() {
+        let (field, parsed) = match image.data {
+            Some(pb::image::Data::Raw(raw)) => (
+                "raw",
+                raw_to_input(raw.width, raw.height, raw.pixels, target, rules.limits),
+            ),
+            Some(pb::image::Data::Encoded(bytes)) => {
+                ("encoded", decode_to_input(&bytes, target, rules.limits))
+            }
+            None => ("data", Err(ImageError::Missing)),
+        };
+        match parsed {
+            Ok(p) => pixels.extend_from_slice(&p),
+            Err(e) => {
+                return Err(Status::invalid_argument(format!(
+                    "images[{i}].{field}: image {i} {e}"
+                )))
+            }
+        }
+        ids.push(image.id);
+    }
+    let images = ImageBatch::new(pixels, size)
+        .ok_or_else(|| Status::internal("parsed images do not fill whole images"))?;
+    Ok(ParsedImages { ids, images })
+}
+
+/// The review threshold of a Label request: the override if valid, else the model's.
+pub fn review_threshold(value: Option<f32>, default: f32) -> Result<f32, Status> {
+    match value {
+        None => Ok(default),
+        Some(t) if (0.0..=1.0).contains(&t) => Ok(t),
+        Some(t) => Err(Status::invalid_argument(format!(
+            "review_threshold: {t} is not a probability; use a value in [0, 1] or leave it unset"
+        ))),
+    }
+}
+
+/// Embeddings in request order.
+pub fn encode_response(ids: Vec<String>, output: &Output, version: &str) -> pb::EncodeResponse {
+    pb::EncodeResponse {
+        embeddings: ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| pb::Embedding {
+                id,
+                values: output.row(i).to_vec(),
+            })
+            .collect(),
+        embedding_size: output.width as u32,
+        model_version: version.to_string(),
+    }
+}
+
+/// A decoder value in [0, 1] as an 8-bit pixel.
+fn to_pixel(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Reconstructions in request order.
+pub fn reconstruct_response(
+    ids: Vec<String>,
+    output: &Output,
+    include_values: bool,
+    meta: &ModelMeta,
+) -> pb::ReconstructResponse {
+    pb::ReconstructResponse {
+        reconstructions: ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let row = output.row(i);
+                pb::Reconstruction {
+                    id,
+                    pixels: row.iter().map(|&v| to_pixel(v)).collect(),
+                    values: if include_values {
+                        row.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect(),
+        width: meta.input_width as u32,
+        height: meta.input_height as u32,
+        model_version: meta.version.clone(),
+    }
+}
+
+/// Predictions in request order.
+pub fn label_response(
+    ids: Vec<String>,
+    output: &Output,
+    threshold: f32,
+    meta: &ModelMeta,
+) -> pb::LabelResponse {
+    pb::LabelResponse {
+        predictions: ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let probabilities = output.row(i);
+                let class = argmax(probabilities);
+                let confidence = probabilities[class];
+                pb::Prediction {
+                    id,
+                    class_index: class as u32,
+                    class_name: meta.class_names.get(class).cloned().unwrap_or_default(),
+                    confidence,
+                    probabilities: probabilities.to_vec(),
+                    needs_review: confidence < threshold,
+                }
+            })
+            .collect(),
+        review_threshold: threshold,
+        model_version: meta.version.clone(),
+    }
+}
+
+/// Numeric leaves of the training summary, keyed by their dotted path.
+fn numeric_leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(v) = n.as_f64() {
+                out.push((prefix.to_string(), v));
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                numeric_leaves(&path, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What `GetModelInfo` answers.
+pub fn model_info(meta: &ModelMeta, max_batch: usize) -> pb::ModelInfo {
+    let mut metrics = Vec::new();
+    numeric_leaves("", &meta.training, &mut metrics);
+    pb::ModelInfo {
+        version: meta.version.clone(),
+        input_width: meta.input_width as u32,
+        input_height: meta.input_height as u32,
+        embedding_size: meta.widths.last().copied().unwrap_or(0) as u32,
+        class_names: meta.class_names.clone(),
+        auto_accept_threshold: meta.auto_accept_threshold,
+        training_metrics: metrics.into_iter().collect(),
+        training_json: meta.training.to_string(),
+        encoder_widths: meta.widths.iter().map(|&w| w as u32).collect(),
+        max_batch: max_batch as u32,
+    }
+}

@@ -1,0 +1,346 @@
+//! The `aelabel.v1.Labeller` service: parse the request, take an in-flight slot, hand the
+//! images to the engine, await the result, convert it back. No maths runs here.
+
+use super::convert::{self, ImageRules, ParsedImages};
+use super::metrics::Metrics;
+use super::proto as pb;
+use crate::inference::{Engine, EngineError, Output, Task};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// Requests of one `LabelStream` that may be queued or computing at once; beyond this the
+/// server stops reading the stream, so HTTP/2 flow control pushes back on the client.
+const STREAM_WINDOW: usize = 4;
+
+/// State shared by every call.
+pub struct LabellerService {
+    engine: Arc<Engine>,
+    rules: ImageRules,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl LabellerService {
+    /// A service over `engine` that admits `max_in_flight` requests at once.
+    pub fn new(
+        engine: Arc<Engine>,
+        rules: ImageRules,
+        max_in_flight: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            engine,
+            rules,
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            metrics,
+        }
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            engine: self.engine.clone(),
+            rules: self.rules,
+            slots: self.slots.clone(),
+            max_in_flight: self.max_in_flight,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The cloneable parts a stream's background tasks need.
+#[derive(Clone)]
+struct Shared {
+    engine: Arc<Engine>,
+    rules: ImageRules,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// How a call waits for an in-flight slot.
+#[derive(Clone, Copy)]
+enum Admission {
+    /// Unary calls: fail at once with RESOURCE_EXHAUSTED.
+    FailFast,
+    /// Stream messages: wait for a slot.
+    Wait,
+}
+
+impl Shared {
+    async fn parse(&self, images: Vec<pb::Image>) -> Result<ParsedImages, Status> {
+        if convert::needs_decoding(&images) {
+            // PNG/JPEG decoding is real CPU work: keep it off the reactor.
+            let rules = self.rules;
+            tokio::task::spawn_blocking(move || convert::parse_images(images, &rules))
+                .await
+                .map_err(|_| Status::internal("image decoding stopped unexpectedly"))?
+        } else {
+            convert::parse_images(images, &self.rules)
+        }
+    }
+
+    async fn admit(&self, admission: Admission) -> Result<Slot, Status> {
+        let permit = match admission {
+            Admission::FailFast => self.slots.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "the server is busy: {} requests are in flight; retry with back-off",
+                    self.max_in_flight
+                ))
+            })?,
+            Admission::Wait => self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Status::unavailable("the server is shutting down"))?,
+        };
+        self.metrics
+            .set_in_flight(self.max_in_flight - self.slots.available_permits());
+        Ok(Slot {
+            _permit: permit,
+            slots: self.slots.clone(),
+            max: self.max_in_flight,
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Queues `task` on the parsed images; the returned future holds the in-flight slot
+    /// until the result is in.
+    fn run(
+        &self,
+        task: Task,
+        parsed: ParsedImages,
+        slot: Slot,
+    ) -> Result<impl Future<Output = Result<(Vec<String>, Output), Status>>, Status> {
+        let pending = self
+            .engine
+            .submit(task, parsed.images)
+            .map_err(engine_status)?;
+        let ids = parsed.ids;
+        Ok(async move {
+            let output = pending.await.map_err(engine_status)?;
+            drop(slot);
+            Ok((ids, output))
+        })
+    }
+}
+
+/// An in-flight slot; releasing it updates the gauge.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
+    max: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The permit is released after this body runs, so count it as already gone.
+        let busy = self.max - self.slots.available_permits();
+        self.metrics.set_in_flight(busy.saturating_sub(1));
+    }
+}
+
+fn engine_status(e: EngineError) -> Status {
+    match e {
+        EngineError::Stopped => Status::unavailable("the inference engine has stopped"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Runs one call inside a span that records method, batch size, status and latency, and
+/// counts it in the metrics.
+async fn observed<T>(
+    metrics: &Metrics,
+    method: &'static str,
+    images: usize,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let span = tracing::info_span!(
+        "rpc",
+        method,
+        batch_size = images,
+        status = tracing::field::Empty,
+        latency_us = tracing::field::Empty
+    );
+    let started = Instant::now();
+    let result = call.instrument(span.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    span.record("status", super::metrics::code_name(code));
+    span.record("latency_us", (seconds * 1e6) as u64);
+    span.in_scope(|| match &result {
+        Ok(_) => tracing::debug!("answered"),
+        Err(status) => tracing::info!(message = status.message(), "refused"),
+    });
+    metrics.request_done(method, code, images, seconds);
+    result
+}
+
+type LabelStreamItems =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LabelResponse, Status>> + Send>>;
+type PendingLabel = Pin<Box<dyn Future<Output = Result<pb::LabelResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::labeller_server::Labeller for LabellerService {
+    async fn encode(
+        &self,
+        request: Request<pb::EncodeRequest>,
+    ) -> Result<Response<pb::EncodeResponse>, Status> {
+        let shared = self.shared();
+        let images = request.into_inner().images;
+        observed(&self.metrics, "Encode", images.len(), async {
+            let parsed = shared.parse(images).await?;
+            let slot = shared.admit(Admission::FailFast).await?;
+            let (ids, output) = shared.run(Task::Encode, parsed, slot)?.await?;
+            Ok(Response::new(convert::encode_response(
+                ids,
+                &output,
+                &shared.engine.meta().version,
+            )))
+        })
+        .await
+    }
+
+    async fn reconstruct(
+        &self,
+        request: Request<pb::ReconstructRequest>,
+    ) -> Result<Response<pb::ReconstructResponse>, Status> {
+        let shared = self.shared();
+        let request = request.into_inner();
+        let include_values = request.include_values;
+        let images = request.images;
+        observed(&self.metrics, "Reconstruct", images.len(), async {
+            let parsed = shared.parse(images).await?;
+            let slot = shared.admit(Admission::FailFast).await?;
+            let (ids, output) = shared.run(Task::Reconstruct, parsed, slot)?.await?;
+            Ok(Response::new(convert::reconstruct_response(
+                ids,
+                &output,
+                include_values,
+                shared.engine.meta(),
+            )))
+        })
+        .await
+    }
+
+    async fn label(
+        &self,
+        request: Request<pb::LabelRequest>,
+    ) -> Result<Response<pb::LabelResponse>, Status> {
+        let shared = self.shared();
+        let request = request.into_inner();
+        observed(&self.metrics, "Label", request.images.len(), async {
+            let pending = label_pending(&shared, request, Admission::FailFast).await?;
+            Ok(Response::new(pending.await?))
+        })
+        .await
+    }
+
+    type LabelStreamStream = LabelStreamItems;
+
+    async fn label_stream(
+        &self,
+        request: Request<Streaming<pb::LabelRequest>>,
+    ) -> Result<Response<Self::LabelStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let shared = self.shared();
+        // Reader → (in order) → writer → client. Both channels are bounded, so a client that
+        // stops reading stops the reader; a client that goes away drops the receiver, which
+        // stops the writer, drops the pending results and with them their queued engine jobs.
+        let (pending_tx, mut pending_rx) = mpsc::channel::<PendingLabel>(STREAM_WINDOW);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
+        tokio::spawn(async move {
+            loop {
+                let request = match inbound.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = pending_tx.send(Box::pin(async move { Err(status) })).await;
+                        break;
+                    }
+                };
+                let started = Instant::now();
+                let images = request.images.len();
+                let metrics = shared.metrics.clone();
+                let result = label_pending(&shared, request, Admission::Wait).await;
+                let failed = result.is_err();
+                let pending: PendingLabel = Box::pin(async move {
+                    let result = match result {
+                        Ok(pending) => pending.await,
+                        Err(status) => Err(status),
+                    };
+                    let code = result
+                        .as_ref()
+                        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                    metrics.request_done(
+                        "LabelStream",
+                        code,
+                        images,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    result
+                });
+                if pending_tx.send(pending).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(pending) = pending_rx.recv().await {
+                let result = pending.await;
+                let stop = result.is_err();
+                if out_tx.send(result).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn get_model_info(
+        &self,
+        _request: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        Ok(Response::new(convert::model_info(
+            self.engine.meta(),
+            self.rules.max_batch,
+        )))
+    }
+}
+
+/// Parses and queues one Label request; the future yields its response.
+async fn label_pending(
+    shared: &Shared,
+    request: pb::LabelRequest,
+    admission: Admission,
+) -> Result<PendingLabel, Status> {
+    let engine = shared.engine.clone();
+    let threshold = convert::review_threshold(
+        request.review_threshold,
+        engine.meta().auto_accept_threshold,
+    )?;
+    let parsed = shared.parse(request.images).await?;
+    let slot = shared.admit(admission).await?;
+    let result = shared.run(Task::Label, parsed, slot)?;
+    Ok(Box::pin(async move {
+        let (ids, output) = result.await?;
+        Ok(convert::label_response(
+            ids,
+            &output,
+            threshold,
+            engine.meta(),
+        ))
+    }))
+}

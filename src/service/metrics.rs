@@ -1,0 +1,199 @@
+//! Prometheus metrics for the server and a tiny HTTP endpoint that serves them at `/metrics`.
+//!
+//! The `prometheus` crate (TiKV's) keeps typed handles in an explicit registry, so tests can
+//! build a server without touching global state, and its text encoder is all `/metrics` needs.
+//! The endpoint is an axum route because axum already comes with tonic.
+
+use crate::inference::{EngineObserver, Task};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    images: IntCounterVec,
+    batch_images: HistogramVec,
+    batch_seconds: HistogramVec,
+    queue_depth: IntGauge,
+    in_flight: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+impl Metrics {
+    /// A fresh registry with every metric registered; `model_version` is exported as a label.
+    pub fn new(model_version: &str) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "aelabel_requests_total",
+                "gRPC requests (stream messages count one each) by method and status code",
+            ),
+            &["method", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "aelabel_request_duration_seconds",
+                "Time from receiving a request to its answer, by method",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        let images = IntCounterVec::new(
+            Opts::new(
+                "aelabel_images_total",
+                "Images answered successfully, by method",
+            ),
+            &["method"],
+        )?;
+        let batch_images = HistogramVec::new(
+            HistogramOpts::new(
+                "aelabel_batch_images",
+                "Images per forward pass after dynamic batching, by task",
+            )
+            .buckets(BATCH_BUCKETS.to_vec()),
+            &["task"],
+        )?;
+        let batch_seconds = HistogramVec::new(
+            HistogramOpts::new("aelabel_batch_seconds", "Time of one forward pass, by task")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["task"],
+        )?;
+        let queue_depth = IntGauge::new(
+            "aelabel_queue_images",
+            "Images waiting for the inference engine",
+        )?;
+        let in_flight = IntGauge::new(
+            "aelabel_in_flight_requests",
+            "Requests holding an in-flight slot",
+        )?;
+        let model = IntGaugeVec::new(
+            Opts::new(
+                "aelabel_model_info",
+                "The served model; the value is always 1",
+            ),
+            &["version"],
+        )?;
+        model.with_label_values(&[model_version]).set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(images.clone()))?;
+        registry.register(Box::new(batch_images.clone()))?;
+        registry.register(Box::new(batch_seconds.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(model))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            images,
+            batch_images,
+            batch_seconds,
+            queue_depth,
+            in_flight,
+        })
+    }
+
+    /// Records one answered request.
+    pub fn request_done(&self, method: &str, code: tonic::Code, images: usize, seconds: f64) {
+        self.requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        self.latency.with_label_values(&[method]).observe(seconds);
+        if code == tonic::Code::Ok {
+            self.images
+                .with_label_values(&[method])
+                .inc_by(images as u64);
+        }
+    }
+
+    /// Sets the number of requests holding an in-flight slot.
+    pub fn set_in_flight(&self, requests: usize) {
+        self.in_flight.set(requests as i64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl EngineObserver for Metrics {
+    fn queue_depth(&self, images: usize) {
+        self.queue_depth.set(images as i64);
+    }
+
+    fn batch_done(&self, task: Task, images: usize, _jobs: usize, seconds: f64) {
+        self.batch_images
+            .with_label_values(&[task.name()])
+            .observe(images as f64);
+        self.batch_seconds
+            .with_label_values(&[task.name()])
+            .observe(seconds);
+    }
+}
+
+/// The gRPC status code as Prometheus label text (`OK`, `INVALID_ARGUMENT`, …).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,341 @@
+//! `aelabel serve`: the gRPC server around an [`Engine`](crate::inference::Engine).
+//!
+//! [`Application::build`] loads the model, starts the engine and binds the ports;
+//! [`Application::start`] begins serving with the `Labeller` health status `NOT_SERVING`;
+//! [`Running::warm_up`] runs the model once and flips it to `SERVING`; the shutdown future
+//! flips it back to `NOT_SERVING`, stops accepting, and lets in-flight calls finish within
+//! the grace period.
+
+pub mod convert;
+mod labeller;
+pub mod metrics;
+pub mod proto;
+
+pub use labeller::LabellerService;
+
+use crate::data::ImageLimits;
+use crate::inference::{Engine, EngineConfig, EngineError};
+use crate::model::{CheckpointError, Model};
+use convert::ImageRules;
+use metrics::Metrics;
+use proto::labeller_server::LabellerServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// Protobuf bytes of one raw image beyond its pixels (tags, lengths, width, height, an id).
+const IMAGE_OVERHEAD_BYTES: usize = 64;
+
+/// Everything `aelabel serve` needs, validated by [`ServeConfig::validate`].
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The `model.safetensors` to serve.
+    pub model: PathBuf,
+    /// gRPC listen address.
+    pub addr: SocketAddr,
+    /// Prometheus `/metrics` listen address; `None` turns the endpoint off.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Engine threads, batching and queue delay.
+    pub engine: EngineConfig,
+    /// Requests admitted at once; more get `RESOURCE_EXHAUSTED` (unary) or wait (streams).
+    pub max_in_flight: usize,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest image side accepted (raw, or declared in a PNG/JPEG header).
+    pub max_image_side: u32,
+    /// How long in-flight calls may run on after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model file could not be read.
+    #[error(transparent)]
+    Model(#[from] CheckpointError),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The settings contradict each other.
+    #[error("{0}")]
+    Config(String),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another server running there? pick another with --addr / --metrics-addr)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up from the descriptors.
+    #[error("cannot set up server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// Metrics could not be registered.
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl ServeConfig {
+    /// Checks the settings against each other and the model input size (`image_bytes`).
+    pub fn validate(&self, image_bytes: usize) -> Result<(), ServeError> {
+        let engine = &self.engine;
+        if engine.max_batch == 0 || engine.threads == 0 || self.max_in_flight == 0 {
+            return Err(ServeError::Config(
+                "--max-batch, --threads and --max-in-flight must be at least 1".into(),
+            ));
+        }
+        // A full batch of reconstructions with float values is the largest answer.
+        let need = engine.max_batch * (image_bytes * 5 + IMAGE_OVERHEAD_BYTES);
+        if self.max_message_bytes < need {
+            return Err(ServeError::Config(format!(
+                "--max-message-bytes {} cannot carry --max-batch {} images of {image_bytes} pixels (needs {need}); raise it or lower --max-batch",
+                self.max_message_bytes, engine.max_batch
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A loaded, bound server that has not started answering yet.
+pub struct Application {
+    config: ServeConfig,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    grpc: TcpListener,
+    grpc_addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Application {
+    /// Loads the model, starts the engine and binds both ports.
+    pub async fn build(config: ServeConfig) -> Result<Self, ServeError> {
+        let path = config.model.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&path))
+            .await
+            .map_err(|e| ServeError::Config(format!("model loading stopped: {e}")))??;
+        config.validate(model.meta.input_width * model.meta.input_height)?;
+        let metrics = Arc::new(Metrics::new(&model.meta.version)?);
+        let engine = Arc::new(Engine::start(model, &config.engine, metrics.clone())?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let grpc = bind(config.addr).await?;
+        let grpc_addr = grpc.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+        let (metrics_listener, metrics_addr) = match config.metrics_addr {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                (Some(listener), Some(local))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            config,
+            engine,
+            metrics,
+            grpc,
+            grpc_addr,
+            metrics_listener,
+            metrics_addr,
+        })
+    }
+
+    /// The bound gRPC address (the real port when 0 was asked for).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound metrics address, if the endpoint is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Serves, warms up, and runs until `shutdown` resolves and in-flight calls are done.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let running = self.start(shutdown).await?;
+        running.warm_up().await?;
+        running.stopped().await
+    }
+
+    /// Starts answering with `Labeller` reported `NOT_SERVING`; call [`Running::warm_up`]
+    /// to make it `SERVING`.
+    pub async fn start(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Running, ServeError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        set_status(&reporter, ServingStatus::NotServing).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let rules = ImageRules {
+            width: self.engine.meta().input_width as u32,
+            height: self.engine.meta().input_height as u32,
+            limits: ImageLimits {
+                max_side: self.config.max_image_side,
+            },
+            max_batch: self.config.engine.max_batch,
+        };
+        let labeller = LabellerServer::new(LabellerService::new(
+            self.engine.clone(),
+            rules,
+            self.config.max_in_flight,
+            self.metrics.clone(),
+        ))
+        .max_decoding_message_size(self.config.max_message_bytes)
+        .max_encoding_message_size(self.config.max_message_bytes);
+
+        let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let server = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(labeller)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = grpc_stopped.await;
+            });
+        let mut server = tokio::spawn(server);
+
+        let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+        let metrics_task = self.metrics_listener.map(|listener| {
+            tokio::spawn(metrics::serve_metrics(
+                listener,
+                self.metrics.clone(),
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            ))
+        });
+
+        let grace = self.config.shutdown_grace;
+        let status = reporter.clone();
+        let addr = self.grpc_addr;
+        let task = tokio::spawn(async move {
+            tracing::info!(%addr, "listening");
+            let finished = tokio::select! {
+                _ = shutdown => None,
+                result = &mut server => Some(result),
+            };
+            set_status(&status, ServingStatus::NotServing).await;
+            let _ = stop_metrics.send(());
+            let result = match finished {
+                Some(result) => result,
+                None => {
+                    tracing::info!(
+                        grace_seconds = grace.as_secs_f64(),
+                        "shutting down: finishing in-flight requests"
+                    );
+                    let _ = stop_grpc.send(());
+                    match tokio::time::timeout(grace, &mut server).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            tracing::warn!("grace period over: dropping the calls still open");
+                            server.abort();
+                            Ok(Ok(()))
+                        }
+                    }
+                }
+            };
+            if let Some(task) = metrics_task {
+                task.abort();
+            }
+            match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServeError::Transport(e)),
+                Err(e) => Err(ServeError::Config(format!("the server task failed: {e}"))),
+            }
+        });
+        Ok(Running {
+            engine: self.engine,
+            reporter,
+            task,
+        })
+    }
+}
+
+async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
+    // "" is the whole server (what probes ask by default); the Labeller follows the model.
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(
+            <LabellerServer<LabellerService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// A server that is answering calls.
+pub struct Running {
+    engine: Arc<Engine>,
+    reporter: HealthReporter,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Runs the model once on the engine's threads, then reports `SERVING`.
+    pub async fn warm_up(&self) -> Result<(), ServeError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.warm_up())
+            .await
+            .map_err(|e| ServeError::Config(format!("warm-up stopped: {e}")))??;
+        set_status(&self.reporter, ServingStatus::Serving).await;
+        tracing::info!(model = %self.engine.meta().version, "serving");
+        Ok(())
+    }
+
+    /// Waits until shutdown has finished.
+    pub async fn stopped(self) -> Result<(), ServeError> {
+        self.task
+            .await
+            .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))?
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,170 @@
+//! One small model trained once per test binary, and a real server on 127.0.0.1:0 around it.
+
+use aelabel::inference::EngineConfig;
+use aelabel::pipeline::{run, PipelineConfig, Preset};
+use aelabel::service::proto::labeller_client::LabellerClient;
+use aelabel::service::{Application, Running, ServeConfig};
+use aelabel::train::Silent;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Trains (once per process) a small model on a data subset; returns its file.
+pub fn model_path() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("aelabel-test-model-{}", std::process::id()));
+        let config = PipelineConfig {
+            data_dir: super::data_dir(),
+            out_dir: dir.clone(),
+            preset: Preset::Default,
+            labels: 200,
+            seed: 3,
+            threads: 1,
+            mode: None,
+            layers: None,
+            freeze: None,
+            pretrain_epochs: Some(1),
+            finetune_epochs: Some(5),
+            self_training_rounds: Some(0),
+            target_accuracy: 0.9,
+            train_limit: Some(3000),
+            eval_limit: Some(500),
+            tsne_points: 0,
+        };
+        run(&config, &Silent).expect("the test model trains");
+        dir.join("model.safetensors")
+    })
+}
+
+/// Server settings for tests: loopback port 0, metrics on, small limits.
+pub fn config() -> ServeConfig {
+    ServeConfig {
+        model: model_path().to_path_buf(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+        engine: EngineConfig {
+            threads: 1,
+            max_batch: 512,
+            max_queue_delay: Duration::ZERO,
+        },
+        max_in_flight: 64,
+        max_message_bytes: 4 << 20,
+        max_image_side: 1024,
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+/// A started server and the means to stop it.
+pub struct TestServer {
+    /// gRPC address.
+    pub addr: SocketAddr,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// Builds and starts a server; warms it up (SERVING) unless `warm` is false.
+    pub async fn start(config: ServeConfig, warm: bool) -> Self {
+        let app = Application::build(config).await.expect("server builds");
+        let addr = app.grpc_addr();
+        let metrics_addr = app.metrics_addr().expect("metrics on");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = app
+            .start(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server starts");
+        if warm {
+            running.warm_up().await.expect("warm-up");
+        }
+        Self {
+            addr,
+            metrics_addr,
+            stop: Some(stop),
+            running: Some(running),
+        }
+    }
+
+    /// The default test server, warmed up.
+    pub async fn default() -> Self {
+        Self::start(config(), true).await
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A fresh connection.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    /// A Labeller client on a fresh connection.
+    pub async fn client(&self) -> LabellerClient<Channel> {
+        LabellerClient::new(self.channel().await)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Runs the deferred warm-up of a server started with `warm = false`.
+    pub async fn warm_up(&self) {
+        self.running
+            .as_ref()
+            .expect("running")
+            .warm_up()
+            .await
+            .expect("warm-up");
+    }
+
+    /// Starts shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Starts shutdown and waits until the server has stopped.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(20), running.stopped())
+                .await
+                .expect("stops within the grace period")
+                .expect("stops cleanly");
+        }
+    }
+}
+
+/// A raw 28×28 wire image.
+pub fn raw_image(id: &str, pixels: &[u8]) -> aelabel::service::proto::Image {
+    use aelabel::service::proto as pb;
+    pb::Image {
+        id: id.to_string(),
+        data: Some(pb::image::Data::Raw(pb::RawImage {
+            width: 28,
+            height: 28,
+            pixels: pixels.to_vec(),
+        })),
+    }
+}
+
+/// The first `n` test images as 8-bit pixels, with their labels.
+pub fn test_images(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let dir = super::data_dir();
+    let images = aelabel::data::read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let labels =
+        aelabel::data::read_idx_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), 10).unwrap();
+    (images.pixels[..n * 784].to_vec(), labels[..n].to_vec())
+}

@@ -1,6 +1,6 @@
 """Calls aelabel knowing only what server reflection tells it (pip install grpcio grpcio-reflection).
 
-    python3 scripts/reflection_client.py 127.0.0.1:50051
+    python3 docs/reflection_client.py 127.0.0.1:50051
 """
 import sys
 

@@ -227,3 +227,21 @@ pub fn fit(
     observer.phase_done(phase);
     logs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Shift;
+
+    #[test]
+    fn shift_moves_pixels_and_fills_the_gap_with_zero() {
+        let s = Shift { width: 3, height: 2, max: 1 };
+        let image = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut out = [9.0; 6];
+        s.apply(&image, 1, 0, &mut out);
+        assert_eq!(out, [0.0, 1.0, 2.0, 0.0, 4.0, 5.0]);
+        s.apply(&image, -1, 1, &mut out);
+        assert_eq!(out, [0.0, 0.0, 0.0, 2.0, 3.0, 0.0]);
+        s.apply(&image, 0, 0, &mut out);
+        assert_eq!(out, image);
+    }
+}

@@ -231,6 +231,9 @@ pub struct BenchEngineArgs {
     /// Engine threads.
     #[arg(long, default_value_t = 2, value_parser = parse_positive)]
     pub threads: usize,
+    /// Directory with Fashion-MNIST; its t10k images are the benchmark's inputs.
+    #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
     /// Seconds of batched passes (half as long again for one-image passes).
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
@@ -464,12 +467,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 Arc::new(NoObserver),
             )?;
+            let sample =
+                crate::data::read_idx_images(&args.data.join("t10k-images-idx3-ubyte.gz"))?.pixels;
             let r = client::bench::bench_engine(
                 &engine,
                 task_of(args.rpc),
                 args.batch,
                 args.threads,
                 seconds(args.seconds, "--seconds")?,
+                &sample,
             )?;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);

@@ -22,6 +22,7 @@ fn options(epochs: usize, loss: Loss) -> FitOptions {
         input_noise: 0.0,
         threads: 1,
         shift: None,
+        mixup: 0.0,
     }
 }
 

@@ -157,6 +157,9 @@ pub struct NoObserver;
 
 impl EngineObserver for NoObserver {}
 
+/// Batches up to this many images run on the caller's thread, without the pool.
+const SMALL_BATCH: usize = 8;
+
 /// The model plus the pool its forward passes run on.
 pub(crate) struct Runner {
     model: Model,
@@ -165,8 +168,12 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    /// Runs `task` on `pixels` (`n` images) inside the engine's pool.
+    /// Runs `task` on `pixels` (`n` images): small batches on the calling thread (waking
+    /// the pool's parked threads costs more than the maths), large ones inside the pool.
     fn run(&self, task: Task, pixels: &[u8], n: usize) -> Output {
+        if n <= SMALL_BATCH {
+            return compute(&self.model, task, pixels, n, 1);
+        }
         self.pool
             .install(|| compute(&self.model, task, pixels, n, self.threads))
     }

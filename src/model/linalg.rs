@@ -66,6 +66,10 @@ pub fn matmul(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, threa
         }
         return;
     }
+    if m == 1 && (b.col_stride == 1 || b.row_stride == 1) {
+        vector_matrix(&mut dst[..n], a, b, accumulate);
+        return;
+    }
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -95,6 +99,44 @@ pub fn matmul(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, threa
             false,
             parallelism,
         );
+    }
+}
+
+/// `dst (+)= x · b` for a single row `x`. gemm packs `b` before multiplying, which costs
+/// more than the product itself for one image (single-image serving). Exact-zero inputs
+/// (blank pixels) are skipped, which halves the work on typical images.
+fn vector_matrix(dst: &mut [f32], x: View<'_>, b: View<'_>, accumulate: bool) {
+    if !accumulate {
+        dst.fill(0.0);
+    }
+    let k = x.cols;
+    let xi = |i: usize| x.data[i * x.col_stride as usize];
+    if b.col_stride == 1 {
+        // Rows of b are contiguous: accumulate x_i · b[i, :].
+        for i in 0..k {
+            let v = xi(i);
+            if v == 0.0 {
+                continue;
+            }
+            let start = i * b.row_stride as usize;
+            for (d, &w) in dst.iter_mut().zip(&b.data[start..start + b.cols]) {
+                *d += v * w;
+            }
+        }
+    } else {
+        // Columns of b are contiguous (a transposed view): one dot product per output.
+        let xs: Vec<f32> = (0..k).map(xi).collect();
+        for (j, d) in dst.iter_mut().enumerate() {
+            let start = j * b.col_stride as usize;
+            let column = &b.data[start..start + k];
+            let mut lanes = [0.0f32; 8];
+            for (xc, wc) in xs.chunks(8).zip(column.chunks(8)) {
+                for ((lane, &x), &w) in lanes.iter_mut().zip(xc).zip(wc) {
+                    *lane += x * w;
+                }
+            }
+            *d += lanes.iter().sum::<f32>();
+        }
     }
 }
 
@@ -140,6 +182,29 @@ mod tests {
         matmul(&mut got, View::new(&a, m, k), View::new(&b, k, n), true, 1);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - 2.0 * w).abs() < 1e-4);
+        }
+        // A single row takes the vector path, for row-major and transposed right operands.
+        let mut row = vec![0.0; n];
+        matmul(
+            &mut row,
+            View::new(&a[..k], 1, k),
+            View::new(&b, k, n),
+            false,
+            1,
+        );
+        for (g, w) in row.iter().zip(&want[..n]) {
+            assert!((g - w).abs() < 1e-5);
+        }
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        matmul(
+            &mut row,
+            View::new(&a[..k], 1, k),
+            View::new(&bt, n, k).t(),
+            false,
+            1,
+        );
+        for (g, w) in row.iter().zip(&want[..n]) {
+            assert!((g - w).abs() < 1e-5);
         }
     }
 }

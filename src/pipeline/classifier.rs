@@ -80,19 +80,20 @@ pub fn train_classifier(
         targets: Target::Classes(labels),
         len: labels.len(),
     };
-    let options = |epochs, batch_size, shift| FitOptions {
+    let options = |epochs, batch_size, shift, mixup| FitOptions {
         epochs,
         batch_size,
         loss: Loss::SoftmaxCrossEntropy,
         input_noise: 0.0,
         threads,
         shift,
+        mixup,
     };
     let mut phases = Vec::new();
     if recipe.head_epochs > 0 {
         network.freeze_lowest(depth - 1);
         let mut opt = recipe.head_optimizer.build();
-        let opts = options(recipe.head_epochs, recipe.batch_size, None);
+        let opts = options(recipe.head_epochs, recipe.batch_size, None, 0.0);
         let epochs = fit(
             &mut network,
             &mut opt,
@@ -112,7 +113,7 @@ pub fn train_classifier(
     network.freeze_lowest(recipe.freeze);
     if recipe.epochs > 0 {
         let mut opt = recipe.optimizer.build();
-        let opts = options(recipe.epochs, recipe.batch_size, None);
+        let opts = options(recipe.epochs, recipe.batch_size, None, 0.0);
         let epochs = fit(
             &mut network,
             &mut opt,
@@ -177,6 +178,7 @@ pub fn train_classifier(
                 recipe.self_training_epochs,
                 recipe.self_training_batch_size,
                 shift,
+                recipe.self_training_mixup,
             );
             let epochs = fit(
                 &mut student,

@@ -50,6 +50,7 @@ pub fn pretrain(
         input_noise: recipe.input_noise,
         threads,
         shift: None,
+        mixup: 0.0,
     };
     let (network, phases) = match recipe.mode {
         PretrainMode::Joint | PretrainMode::Tied => {

@@ -8,7 +8,8 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// aelabel's semi-supervised recipe: denoising pretraining, head warm-up, full fine-tuning,
-    /// then a student trained on the teacher's soft predictions over the unlabelled pool.
+    /// then a student trained on the teacher's soft predictions over the unlabelled pool, with
+    /// shifts and mixup.
     Default,
     /// The reference (Hands-On ML 17.3): SGD 1.5, batch 32, joint/tied/greedy pretraining,
     /// frozen first layer, Adam fine-tuning.
@@ -98,6 +99,8 @@ pub struct FinetuneRecipe {
     pub self_training_batch_size: usize,
     /// Largest random translation (pixels) of the student's training images.
     pub self_training_shift: usize,
+    /// Mixup strength α for the student (0 = off).
+    pub self_training_mixup: f32,
 }
 
 /// Everything a pipeline run trains with.
@@ -141,6 +144,7 @@ impl Recipe {
                     self_training_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
                     self_training_batch_size: 64,
                     self_training_shift: 0,
+                    self_training_mixup: 0.0,
                 },
                 calibration_folds: 5,
             },
@@ -163,10 +167,11 @@ impl Recipe {
                     optimizer: OptimizerSpec::Adam { lr: 2e-4 },
                     batch_size: 32,
                     self_training_rounds: 1,
-                    self_training_epochs: 5,
+                    self_training_epochs: 10,
                     self_training_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
                     self_training_batch_size: 64,
                     self_training_shift: 1,
+                    self_training_mixup: 0.4,
                 },
                 calibration_folds: 5,
             },

@@ -44,6 +44,7 @@ pub fn bench_train(
         input_noise: 0.0,
         threads,
         shift: None,
+        mixup: 0.0,
     };
     let train = Examples {
         inputs: images,

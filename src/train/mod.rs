@@ -39,6 +39,9 @@ pub struct FitOptions {
     pub threads: usize,
     /// Random translations of image inputs (none when `None`).
     pub shift: Option<Shift>,
+    /// Mixup strength α (0 = off): each example is blended with another of its batch by
+    /// λ ~ Beta(α, α), inputs and value targets alike.
+    pub mixup: f32,
 }
 
 /// Random translation of each training image by up to `max` pixels in x and y (zero fill):
@@ -154,6 +157,7 @@ pub fn fit(
     let mut order: Vec<usize> = (0..train.len).collect();
     let mut x = vec![0.0f32; batch * in_width];
     let mut values = Vec::new();
+    let mut mix_scratch = (Vec::new(), Vec::new());
     let mut classes = Vec::new();
     let mut logs = Vec::with_capacity(options.epochs);
     for epoch in 1..=options.epochs {
@@ -197,6 +201,20 @@ pub fn fit(
                     Target::Classes(&classes)
                 }
             };
+            let target = match target {
+                Target::Values(_) if options.mixup > 0.0 && n > 1 => {
+                    mix(
+                        &mut x[..n * in_width],
+                        &mut values[..n * out_width],
+                        n,
+                        options.mixup,
+                        rng,
+                        &mut mix_scratch,
+                    );
+                    Target::Values(&values[..n * out_width])
+                }
+                other => other,
+            };
             let stats =
                 net.compute_gradients(&mut ws, &x, target, options.loss, n, options.threads);
             optimizer.step(net, &ws.grads);
@@ -228,13 +246,88 @@ pub fn fit(
     logs
 }
 
+/// Mixup: row k becomes λ_k·row_k + (1-λ_k)·row_(k+1 mod n) in both `x` and `y`.
+fn mix(
+    x: &mut [f32],
+    y: &mut [f32],
+    n: usize,
+    alpha: f32,
+    rng: &mut ChaCha8Rng,
+    scratch: &mut (Vec<f32>, Vec<f32>),
+) {
+    let beta = rand_distr::Beta::new(alpha, alpha).expect("alpha > 0");
+    scratch.0.clear();
+    scratch.0.extend_from_slice(x);
+    scratch.1.clear();
+    scratch.1.extend_from_slice(y);
+    let (xw, yw) = (x.len() / n, y.len() / n);
+    for k in 0..n {
+        let lambda: f32 = rand_distr::Distribution::sample(&beta, rng);
+        let j = (k + 1) % n;
+        for (v, (&a, &b)) in x[k * xw..(k + 1) * xw].iter_mut().zip(
+            scratch.0[k * xw..]
+                .iter()
+                .zip(&scratch.0[j * xw..(j + 1) * xw]),
+        ) {
+            *v = lambda * a + (1.0 - lambda) * b;
+        }
+        for (v, (&a, &b)) in y[k * yw..(k + 1) * yw].iter_mut().zip(
+            scratch.1[k * yw..]
+                .iter()
+                .zip(&scratch.1[j * yw..(j + 1) * yw]),
+        ) {
+            *v = lambda * a + (1.0 - lambda) * b;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Shift;
+    use super::{mix, Shift};
+    use rand::SeedableRng;
+
+    #[test]
+    fn mixup_blends_each_row_with_its_neighbour_in_inputs_and_targets_alike() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut x = vec![0.0, 0.0, 1.0, 1.0, 4.0, 4.0];
+        let mut y = vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.5];
+        mix(
+            &mut x,
+            &mut y,
+            3,
+            0.4,
+            &mut rng,
+            &mut (Vec::new(), Vec::new()),
+        );
+        for k in 0..3 {
+            // Row k is λ·row_k + (1-λ)·row_(k+1): recover λ from x, check y agrees.
+            let (a, b) = ([0.0, 1.0, 4.0][k], [0.0, 1.0, 4.0][(k + 1) % 3]);
+            let lambda = if a == b {
+                None
+            } else {
+                Some((x[2 * k] - b) / (a - b))
+            };
+            assert_eq!(x[2 * k], x[2 * k + 1]);
+            assert!(
+                (y[2 * k] + y[2 * k + 1] - 1.0).abs() < 1e-6,
+                "targets stay distributions"
+            );
+            if let Some(l) = lambda {
+                assert!((0.0..=1.0).contains(&l));
+                let ya = [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]];
+                let want = l * ya[k][0] + (1.0 - l) * ya[(k + 1) % 3][0];
+                assert!((y[2 * k] - want).abs() < 1e-5);
+            }
+        }
+    }
 
     #[test]
     fn shift_moves_pixels_and_fills_the_gap_with_zero() {
-        let s = Shift { width: 3, height: 2, max: 1 };
+        let s = Shift {
+            width: 3,
+            height: 2,
+            max: 1,
+        };
         let image = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut out = [9.0; 6];
         s.apply(&image, 1, 0, &mut out);

@@ -128,3 +128,15 @@ fn short_pipeline_learns_and_writes_everything() {
     let second = run(&quick_config(again.path()), &Silent).unwrap();
     assert_eq!(second.model_version, report.model_version);
 }
+
+#[test]
+fn two_threads_are_deterministic_too() {
+    let run_with_two_threads = || {
+        let dir = tempdir().unwrap();
+        let mut config = quick_config(dir.path());
+        config.threads = 2;
+        config.tsne_points = 0;
+        run(&config, &Silent).unwrap().model_version
+    };
+    assert_eq!(run_with_two_threads(), run_with_two_threads());
+}

@@ -277,7 +277,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
             &pretrained,
             &train_images,
             &valid.pixels,
-            &mut rng,
+            config.seed,
             threads,
             observer,
         );
@@ -615,7 +615,7 @@ fn reproduce_reference(
     main: &Pretrained,
     images: &[f32],
     valid: &[f32],
-    rng: &mut ChaCha8Rng,
+    seed: u64,
     threads: usize,
     observer: &dyn Observer,
 ) -> Vec<VariantReport> {
@@ -643,7 +643,10 @@ fn reproduce_reference(
             let mut r = recipe.pretrain.clone();
             r.mode = mode;
             r.epochs = Recipe::seed_epochs(mode);
-            pretrain(&r, images, valid, rng, threads, observer)
+            // Each variant draws from its own stream, so its numbers do not depend on which
+            // other variants ran before it.
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1 + mode as u64));
+            pretrain(&r, images, valid, &mut rng, threads, observer)
         };
         let epochs = Recipe::seed_epochs(mode);
         match mode {

@@ -369,14 +369,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let progress = Progress::new(cli.quiet);
             let report = pipeline::run(&config, &progress)?;
+            let a = &report.auto_label;
+            let auto = match a.test_accuracy {
+                Some(acc) => format!(
+                    "auto-accept ≥ {:.3}: {:.1} % of test images at {:.2} % accuracy",
+                    a.threshold,
+                    100.0 * a.test_coverage,
+                    100.0 * acc
+                ),
+                None => format!(
+                    "no threshold reaches {:.0} % on cross-validation: everything goes to review",
+                    100.0 * a.target_accuracy
+                ),
+            };
             println!(
-                "test accuracy {:.2} % (from scratch {:.2} %, logistic regression {:.2} %); auto-accept ≥ {:.3}: {:.1} % of test images at {:.2} % accuracy; {:.0} s",
+                "test accuracy {:.2} % (from scratch {:.2} %, logistic regression {:.2} %); {auto}; {:.0} s",
                 100.0 * report.classifier.test_accuracy,
                 100.0 * report.baselines.scratch.test_accuracy,
                 100.0 * report.baselines.logreg_pixels.test_accuracy,
-                report.auto_label.threshold,
-                100.0 * report.auto_label.test_coverage,
-                100.0 * report.auto_label.test_accuracy,
                 report.wall_seconds
             );
             println!("report: {}", out.join("report.md").display());

@@ -368,7 +368,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         .map(|(p, t)| p == t)
         .collect();
     let test_cov = coverage_at(threshold, &test_conf, &test_ok);
-    lap("evaluate", &mut phase_seconds);
+    lap("evaluate and cross-validate threshold", &mut phase_seconds);
 
     // Model file.
     std::fs::create_dir_all(&config.out_dir).map_err(|source| PipelineError::Io {

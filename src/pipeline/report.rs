@@ -124,12 +124,12 @@ pub struct AutoLabelReport {
     pub cross_validated_accuracy: f64,
     /// Fraction of out-of-fold predictions accepted at the threshold.
     pub calibration_coverage: f64,
-    /// Accuracy of the accepted out-of-fold predictions.
-    pub calibration_accuracy: f64,
+    /// Accuracy of the accepted out-of-fold predictions (`null` when none is accepted).
+    pub calibration_accuracy: Option<f64>,
     /// Fraction of test images accepted.
     pub test_coverage: f64,
-    /// Accuracy of the accepted test predictions.
-    pub test_accuracy: f64,
+    /// Accuracy of the accepted test predictions (`null` when none is accepted).
+    pub test_accuracy: Option<f64>,
 }
 
 /// Sizes of the data the run used.
@@ -229,7 +229,10 @@ impl Report {
             let _ = writeln!(s, "- gain over {k}: {v:+.2} points");
         }
         let a = &self.auto_label;
-        let _ = writeln!(
+        if let (Some(calibration_accuracy), Some(test_accuracy)) =
+            (a.calibration_accuracy, a.test_accuracy)
+        {
+            let _ = writeln!(
             s,
             "\n## Auto-labelling\n\nPredictions with confidence ≥ **{:.4}** are auto-accepted, chosen by {} for a \
              target accuracy of {} (out-of-fold accuracy {}, accepted {} at {}). On the test set that accepts \
@@ -239,10 +242,21 @@ impl Report {
             pct(a.target_accuracy),
             pct(a.cross_validated_accuracy),
             pct(a.calibration_coverage),
-            pct(a.calibration_accuracy),
+            pct(calibration_accuracy),
             pct(a.test_coverage),
-            pct(a.test_accuracy)
+            pct(test_accuracy)
         );
+        } else {
+            let _ = writeln!(
+                s,
+                "\n## Auto-labelling\n\nNo confidence threshold reaches {} on {} (out-of-fold accuracy {}), so \
+                 nothing is auto-accepted: every prediction goes to review. More labels raise the accuracy \
+                 and the calibration evidence.\n",
+                pct(a.target_accuracy),
+                a.calibration,
+                pct(a.cross_validated_accuracy)
+            );
+        }
         let p = &self.pretrain;
         let _ = writeln!(
             s,

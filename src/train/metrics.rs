@@ -42,9 +42,12 @@ pub fn per_class_accuracy(confusion: &[Vec<u64>]) -> Vec<f64> {
 pub struct Coverage {
     /// Fraction of examples whose confidence is at or above the threshold.
     pub coverage: f64,
-    /// Accuracy among those examples (1.0 when none is accepted).
-    pub accuracy: f64,
+    /// Accuracy among those examples (`None` when none is accepted).
+    pub accuracy: Option<f64>,
 }
+
+/// A threshold no softmax confidence reaches (the next float above 1): accept nothing.
+pub const ACCEPT_NOTHING: f32 = 1.000_000_1;
 
 /// Coverage and accuracy of auto-accepting predictions with confidence ≥ `threshold`.
 pub fn coverage_at(threshold: f32, confidence: &[f32], correct: &[bool]) -> Coverage {
@@ -57,9 +60,9 @@ pub fn coverage_at(threshold: f32, confidence: &[f32], correct: &[bool]) -> Cove
     Coverage {
         coverage: accepted.len() as f64 / confidence.len().max(1) as f64,
         accuracy: if accepted.is_empty() {
-            1.0
+            None
         } else {
-            accepted.iter().filter(|&&ok| ok).count() as f64 / accepted.len() as f64
+            Some(accepted.iter().filter(|&&ok| ok).count() as f64 / accepted.len() as f64)
         },
     }
 }
@@ -67,7 +70,7 @@ pub fn coverage_at(threshold: f32, confidence: &[f32], correct: &[bool]) -> Cove
 /// The lowest confidence threshold at which the predictions accepted on calibration data reach
 /// `target` accuracy, judged by a one-sided lower confidence bound (Wilson, z = 1, about 84 %
 /// one-sided) so that a few lucky calibration examples do not set it too low. (z = 1.645 left the
-/// realised test accuracy 2.5 points above a 95 % target and accepted 13 points fewer images.) Returns 1.0 (accept nothing for sure)
+/// realised test accuracy 2.5 points above a 95 % target and accepted 13 points fewer images.) Returns [`ACCEPT_NOTHING`]
 /// when no threshold qualifies.
 pub fn choose_threshold(confidence: &[f32], correct: &[bool], target: f64) -> f32 {
     let mut items: Vec<(f32, bool)> = confidence
@@ -76,7 +79,7 @@ pub fn choose_threshold(confidence: &[f32], correct: &[bool], target: f64) -> f3
         .zip(correct.iter().copied())
         .collect();
     items.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut best = 1.0f32;
+    let mut best = ACCEPT_NOTHING;
     let (mut n, mut hits) = (0.0f64, 0.0f64);
     let mut i = 0;
     while i < items.len() {
@@ -127,7 +130,13 @@ mod tests {
         let t = choose_threshold(&conf, &ok, 0.95);
         assert!(t > 0.55, "threshold {t} lets the unsure band in");
         let cov = coverage_at(t, &conf, &ok);
-        assert!(cov.accuracy >= 0.95 && cov.coverage >= 0.8, "{cov:?}");
-        assert_eq!(choose_threshold(&[0.9, 0.8], &[false, false], 0.95), 1.0);
+        assert!(
+            cov.accuracy.unwrap() >= 0.95 && cov.coverage >= 0.8,
+            "{cov:?}"
+        );
+        let none = choose_threshold(&[1.0, 0.8], &[false, false], 0.95);
+        assert_eq!(none, ACCEPT_NOTHING);
+        let cov = coverage_at(none, &[1.0, 0.8], &[false, false]);
+        assert_eq!((cov.coverage, cov.accuracy), (0.0, None));
     }
 }

@@ -44,6 +44,33 @@ pub fn ln(x: f32) -> f32 {
     e * std::f32::consts::LN_2 + series
 }
 
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them (8-wide vectors instead of SSE2's 4),
+/// else as is. The element-wise training loops (activations, fused loss) run through this.
+#[inline(always)]
+pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports every feature the function is compiled with.
+            return unsafe { run_avx2_fma(f) };
+        }
+    }
+    f()
+}
+
+/// True when the CPU has AVX2 and FMA (checked once, then cached by std).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Sum of `values` in eight f32 lanes (vectorisable), returned as f64.
 pub fn sum(values: &[f32]) -> f64 {
     let mut lanes = [0.0f32; 8];

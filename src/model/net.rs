@@ -38,6 +38,11 @@ impl Activation {
     }
 
     fn apply(self, values: &mut [f32]) {
+        fastmath::wide(|| self.apply_scalar(values));
+    }
+
+    #[inline(always)]
+    fn apply_scalar(self, values: &mut [f32]) {
         match self {
             Activation::Selu => {
                 for v in values {
@@ -59,6 +64,11 @@ impl Activation {
 
     /// Multiplies `delta` by the derivative, expressed through the layer's output `y`.
     fn backprop(self, delta: &mut [f32], y: &[f32]) {
+        fastmath::wide(|| self.backprop_scalar(delta, y));
+    }
+
+    #[inline(always)]
+    fn backprop_scalar(self, delta: &mut [f32], y: &[f32]) {
         match self {
             Activation::Selu => {
                 for (d, &y) in delta.iter_mut().zip(y) {
@@ -417,6 +427,42 @@ fn output_delta(
     delta: &mut Vec<f32>,
 ) -> StepStats {
     delta.resize(n * width, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if fastmath::has_avx2_fma() {
+            // SAFETY: the CPU supports the features the function is compiled with.
+            return unsafe { output_delta_avx2(y, target, loss, activation, n, width, delta) };
+        }
+    }
+    output_delta_into(y, target, loss, activation, n, width, delta)
+}
+
+/// [`output_delta_into`] compiled for AVX2 + FMA (too large for `fastmath::wide`'s closure
+/// to be inlined).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_delta_avx2(
+    y: &[f32],
+    target: Target<'_>,
+    loss: Loss,
+    activation: Activation,
+    n: usize,
+    width: usize,
+    delta: &mut [f32],
+) -> StepStats {
+    output_delta_into(y, target, loss, activation, n, width, delta)
+}
+
+#[inline(always)]
+fn output_delta_into(
+    y: &[f32],
+    target: Target<'_>,
+    loss: Loss,
+    activation: Activation,
+    n: usize,
+    width: usize,
+    delta: &mut [f32],
+) -> StepStats {
     let mut stats = StepStats::default();
     match (loss, target) {
         (Loss::BinaryCrossEntropy, Target::Values(t)) => {

@@ -187,7 +187,13 @@ pub fn fit(
                     }
                 }
             }
+            // A plain autoencoder's targets are its (unaltered) inputs: reuse the gathered batch.
+            let target_is_input = matches!(train.targets, Target::Values(t) if std::ptr::eq(t, train.inputs))
+                && options.input_noise == 0.0
+                && options.mixup == 0.0
+                && options.shift.is_none_or(|s| s.max == 0);
             let target = match train.targets {
+                Target::Values(_) if target_is_input => Target::Values(&x[..n * in_width]),
                 Target::Values(t) => {
                     values.clear();
                     for &i in chunk {

@@ -58,6 +58,11 @@ impl Optimizer {
 
     /// Applies one update from `grads` (same layout as `net.params`).
     pub fn step(&mut self, net: &mut Network, grads: &[Vec<f32>]) {
+        crate::model::fastmath::wide(|| self.step_scalar(net, grads));
+    }
+
+    #[inline(always)]
+    fn step_scalar(&mut self, net: &mut Network, grads: &[Vec<f32>]) {
         match self {
             Optimizer::Sgd { lr } => {
                 for (p, g) in net.params.iter_mut().zip(grads) {

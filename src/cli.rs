@@ -318,11 +318,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: seconds(args.shutdown_grace_secs, "--shutdown-grace-secs")?,
     };
     runtime()?.block_on(async move {
+        let stop = shutdown_signal();
         let app = Application::build(config).await?;
         if let Some(addr) = app.metrics_addr() {
             tracing::info!(%addr, "metrics at /metrics");
         }
-        app.run_until_stopped(shutdown_signal()).await?;
+        app.run_until_stopped(stop).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -3,29 +3,12 @@
 mod common;
 
 use aelabel::model::Model;
-use aelabel::pipeline::{run, PipelineConfig, Preset};
+use aelabel::pipeline::{run, PipelineConfig};
 use aelabel::train::Silent;
 use tempfile::tempdir;
 
 fn quick_config(out: &std::path::Path) -> PipelineConfig {
-    PipelineConfig {
-        data_dir: common::data_dir(),
-        out_dir: out.to_path_buf(),
-        preset: Preset::Default,
-        labels: 200,
-        seed: 3,
-        threads: 1,
-        mode: None,
-        layers: None,
-        freeze: None,
-        pretrain_epochs: Some(2),
-        finetune_epochs: Some(10),
-        self_training_rounds: None,
-        target_accuracy: 0.9,
-        train_limit: Some(4000),
-        eval_limit: Some(1000),
-        tsne_points: 100,
-    }
+    common::quick_pipeline_config(out)
 }
 
 #[test]

@@ -505,7 +505,8 @@ fn output_delta_into(
             stats.hits = hits as f64;
             stats.hit_total = (n * width) as f64;
         }
-        (Loss::SoftmaxCrossEntropy, Target::Classes(classes)) => {
+        (Loss::SoftmaxCrossEntropy, target) => {
+            // Hard classes, or soft targets (a distribution per row, e.g. a teacher's).
             assert_eq!(
                 activation,
                 Activation::Linear,
@@ -514,47 +515,24 @@ fn output_delta_into(
             let scale = 1.0 / n as f32;
             let mut total = 0.0f64;
             let mut hits = 0usize;
-            for ((row, logits), &class) in delta
-                .chunks_exact_mut(width)
-                .zip(y.chunks_exact(width))
-                .zip(classes)
-                .take(n)
-            {
+            let rows = delta.chunks_exact_mut(width).zip(y.chunks_exact(width));
+            for (i, (row, logits)) in rows.take(n).enumerate() {
+                let q = |j: usize| match target {
+                    Target::Classes(c) => f32::from(u8::from(usize::from(c[i]) == j)),
+                    Target::Values(v) => v[i * width + j],
+                };
+                let truth = match target {
+                    Target::Classes(c) => usize::from(c[i]),
+                    Target::Values(v) => argmax(&v[i * width..(i + 1) * width]),
+                };
                 softmax_into(logits, row);
-                let class = usize::from(class);
-                total -= f64::from(row[class].max(1e-30).ln());
-                hits += usize::from(argmax(row) == class);
-                row[class] -= 1.0;
-                for d in row.iter_mut() {
-                    *d *= scale;
-                }
-            }
-            stats.loss_sum = total;
-            stats.hits = hits as f64;
-            stats.hit_total = n as f64;
-        }
-        (Loss::SoftmaxCrossEntropy, Target::Values(q)) => {
-            // Soft targets (a distribution per row), e.g. a teacher's probabilities.
-            assert_eq!(
-                activation,
-                Activation::Linear,
-                "softmax cross-entropy expects logits"
-            );
-            let scale = 1.0 / n as f32;
-            let mut total = 0.0f64;
-            let mut hits = 0usize;
-            for ((row, logits), q) in delta
-                .chunks_exact_mut(width)
-                .zip(y.chunks_exact(width))
-                .zip(q.chunks_exact(width))
-                .take(n)
-            {
-                softmax_into(logits, row);
-                hits += usize::from(argmax(row) == argmax(q));
-                for (d, &q) in row.iter_mut().zip(q) {
-                    let p = *d;
-                    total -= f64::from(q * p.max(1e-30).ln());
-                    *d = (p - q) * scale;
+                hits += usize::from(argmax(row) == truth);
+                for (j, d) in row.iter_mut().enumerate() {
+                    let (p, qj) = (*d, q(j));
+                    if qj > 0.0 {
+                        total -= f64::from(qj * p.max(1e-30).ln());
+                    }
+                    *d = (p - qj) * scale;
                 }
             }
             stats.loss_sum = total;

@@ -3,8 +3,31 @@
 
 pub mod server;
 
+use aelabel::pipeline::{PipelineConfig, Preset};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// A pipeline run on a small slice of the real data (seconds, not minutes), writing to `out`.
+pub fn quick_pipeline_config(out: &Path) -> PipelineConfig {
+    PipelineConfig {
+        data_dir: data_dir(),
+        out_dir: out.to_path_buf(),
+        preset: Preset::Default,
+        labels: 200,
+        seed: 3,
+        threads: 1,
+        mode: None,
+        layers: None,
+        freeze: None,
+        pretrain_epochs: Some(2),
+        finetune_epochs: Some(10),
+        self_training_rounds: None,
+        target_accuracy: 0.9,
+        train_limit: Some(4000),
+        eval_limit: Some(1000),
+        tsne_points: 100,
+    }
+}
 
 /// The Fashion-MNIST directory the tests read (`AELABEL_DATA` or the Debian package's).
 pub fn data_dir() -> PathBuf {

@@ -1,7 +1,7 @@
 //! One small model trained once per test binary, and a real server on 127.0.0.1:0 around it.
 
 use aelabel::inference::EngineConfig;
-use aelabel::pipeline::{run, PipelineConfig, Preset};
+use aelabel::pipeline::{run, PipelineConfig};
 use aelabel::service::proto::labeller_client::LabellerClient;
 use aelabel::service::{Application, Running, ServeConfig};
 use aelabel::train::Silent;
@@ -18,22 +18,13 @@ pub fn model_path() -> &'static Path {
     MODEL.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("aelabel-test-model-{}", std::process::id()));
         let config = PipelineConfig {
-            data_dir: super::data_dir(),
-            out_dir: dir.clone(),
-            preset: Preset::Default,
-            labels: 200,
-            seed: 3,
-            threads: 1,
-            mode: None,
-            layers: None,
-            freeze: None,
             pretrain_epochs: Some(1),
             finetune_epochs: Some(5),
             self_training_rounds: Some(0),
-            target_accuracy: 0.9,
             train_limit: Some(3000),
             eval_limit: Some(500),
             tsne_points: 0,
+            ..super::quick_pipeline_config(&dir)
         };
         run(&config, &Silent).expect("the test model trains");
         dir.join("model.safetensors")

@@ -18,7 +18,7 @@ use crate::model::{
 use crate::train::metrics::{
     accuracy, choose_threshold, confusion, coverage_at, per_class_accuracy, predictions,
 };
-use crate::train::Observer;
+use crate::train::{Observer, Prefixed};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -186,7 +186,11 @@ fn cross_validate(
             (labelled.width, labelled.height),
             rng,
             threads,
-            &crate::train::Silent,
+            &Prefixed {
+                prefix: format!("fold {}/{folds}: ", k + 1),
+                inner: observer,
+                epoch_lines: false,
+            },
         );
         let held_predictions = predictions(
             &probabilities(&trained.network, &held.pixels, threads),
@@ -318,7 +322,11 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         (width, height),
         &mut rng,
         threads,
-        observer,
+        &Prefixed {
+            prefix: "scratch baseline: ".into(),
+            inner: observer,
+            epoch_lines: true,
+        },
     );
     let logreg = classifier_from_scratch(&recipe.pretrain.widths[..1], classes, &mut rng);
     let logreg = train_classifier(
@@ -330,7 +338,11 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         (width, height),
         &mut rng,
         threads,
-        observer,
+        &Prefixed {
+            prefix: "logreg baseline: ".into(),
+            inner: observer,
+            epoch_lines: true,
+        },
     );
     lap("baselines", &mut phase_seconds);
 

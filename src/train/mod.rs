@@ -109,6 +109,41 @@ pub trait Observer: Sync {
     fn note(&self, _message: &str) {}
 }
 
+/// Forwards to another observer with `prefix` before every phase name (e.g. `fold 2/5: `),
+/// optionally without the per-epoch lines (bars only) for many short phases.
+pub struct Prefixed<'a> {
+    /// Put before every phase name.
+    pub prefix: String,
+    /// Where the events go.
+    pub inner: &'a dyn Observer,
+    /// Forward per-epoch lines too.
+    pub epoch_lines: bool,
+}
+
+impl Observer for Prefixed<'_> {
+    fn phase_started(&self, phase: &str, epochs: usize, steps_per_epoch: usize) {
+        self.inner
+            .phase_started(&format!("{}{phase}", self.prefix), epochs, steps_per_epoch);
+    }
+    fn step_done(&self) {
+        self.inner.step_done();
+    }
+    fn epoch_done(&self, phase: &str, log: &EpochLog) {
+        if self.epoch_lines {
+            self.inner
+                .epoch_done(&format!("{}{phase}", self.prefix), log);
+        }
+    }
+    fn phase_done(&self, phase: &str) {
+        self.inner.phase_done(&format!("{}{phase}", self.prefix));
+    }
+    fn note(&self, message: &str) {
+        if self.epoch_lines {
+            self.inner.note(&format!("{}{message}", self.prefix));
+        }
+    }
+}
+
 /// An observer that ignores everything.
 pub struct Silent;
 impl Observer for Silent {}

@@ -260,9 +260,13 @@ impl Report {
         let p = &self.pretrain;
         let _ = writeln!(
             s,
-            "## Pretraining\n\n{:?} autoencoder {:?} (mirrored decoder), {} epochs: validation BCE **{:.4}**, \
+            "## Pretraining\n\n{:?}{} autoencoder {:?} (mirrored decoder), {} epochs: validation BCE **{:.4}**, \
              rounded accuracy {:.4}. Median epoch {:.2} s.\n",
             p.mode,
+            match self.recipe.pretrain.input_noise {
+                x if x > 0.0 => format!(" denoising ({:.0} % of pixels masked)", 100.0 * x),
+                _ => String::new(),
+            },
             p.layers,
             p.epochs,
             p.valid_bce,

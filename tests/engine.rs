@@ -1,0 +1,56 @@
+//! The inference engine skips work whose caller has gone away.
+
+mod common;
+
+use aelabel::inference::{Engine, EngineConfig, EngineObserver, ImageBatch, Task};
+use aelabel::model::Model;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Default)]
+struct CountImages(AtomicUsize);
+
+impl EngineObserver for CountImages {
+    fn batch_done(&self, _task: Task, images: usize, _jobs: usize, _seconds: f64) {
+        self.0.fetch_add(images, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_dropped_before_it_runs_is_never_computed() {
+    let model = Model::load(common::server::model_path()).unwrap();
+    let size = model.meta.input_width * model.meta.input_height;
+    let counter = Arc::new(CountImages::default());
+    let config = EngineConfig {
+        threads: 1,
+        max_batch: 1024,
+        max_queue_delay: Duration::ZERO,
+    };
+    let engine = Engine::start(model, &config, counter.clone()).unwrap();
+    let (images, _) = common::server::test_images(1024);
+
+    // A fills a whole batch, so B cannot be merged with it and waits its turn; B's caller
+    // leaves (drops its pending result) long before A's forward pass is done.
+    let a = engine
+        .submit(Task::Encode, ImageBatch::new(images.clone(), size).unwrap())
+        .unwrap();
+    let b = engine
+        .submit(
+            Task::Encode,
+            ImageBatch::new(images[..size].to_vec(), size).unwrap(),
+        )
+        .unwrap();
+    drop(b);
+    assert_eq!(a.await.unwrap().len(), 1024);
+    let c = engine
+        .submit(
+            Task::Encode,
+            ImageBatch::new(images[..2 * size].to_vec(), size).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(c.await.unwrap().len(), 2);
+
+    // C ran after B's turn, so B has been seen and skipped: only A's and C's images were computed.
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1024 + 2);
+}

@@ -182,7 +182,7 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub freeze: Option<usize>,
     /// Pretraining epochs (overrides the preset).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub pretrain_epochs: Option<usize>,
     /// Fine-tuning epochs (overrides the preset).
     #[arg(long)]
@@ -197,10 +197,10 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = default_threads(), env = "AELABEL_THREADS", value_parser = parse_positive)]
     pub threads: usize,
     /// Use only the first N training images (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub train_limit: Option<usize>,
     /// Use only the first N validation and test images (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub eval_limit: Option<usize>,
     /// Validation images on the t-SNE map (0 = no map).
     #[arg(long, default_value_t = 2000)]

@@ -54,6 +54,7 @@ fn bad_layers_and_target_accuracy_are_refused() {
         "strictly between 0 and 1",
     );
     assert_one_line_error(&["bench", "train", "--threads", "0"], "≥ 1");
+    assert_one_line_error(&["pipeline", "--eval-limit", "0"], "≥ 1");
 }
 
 #[test]

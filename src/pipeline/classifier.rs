@@ -5,6 +5,7 @@ use super::pretrain::PhaseHistory;
 use super::recipe::FinetuneRecipe;
 use crate::model::net::{argmax, softmax_into};
 use crate::model::{Loss, Network, Target};
+use crate::train::spreading::{knn_graph, spread_labels};
 use crate::train::{fit, Examples, FitOptions, Observer, Shift};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -43,6 +44,33 @@ pub struct TrainedClassifier {
     pub phases: Vec<PhaseHistory>,
     /// Self-training rounds (empty when the recipe has none).
     pub rounds: Vec<RoundLog>,
+}
+
+/// Spreading's α (how far labels travel) and steps; Zhou et al.'s usual values.
+const SPREADING_ALPHA: f32 = 0.99;
+const SPREADING_STEPS: usize = 20;
+
+/// Label distributions spread from the labelled rows over the k-NN graph of the classifier's
+/// last hidden layer (its learned features) for every image of `source`.
+fn spread_over_teacher_features(
+    teacher: &Network,
+    source: &Unlabelled<'_>,
+    recipe: &FinetuneRecipe,
+    threads: usize,
+) -> Vec<f32> {
+    let depth = teacher.layers.len();
+    let n = source.images.len() / teacher.input_size();
+    let features = teacher.forward_range(source.images, n, 0..depth - 1, threads);
+    let dim = teacher.layer_dims(depth - 1).0;
+    let graph = knn_graph(&features, dim, recipe.spreading_neighbours, threads);
+    spread_labels(
+        &graph,
+        source.labelled_rows,
+        source.labels,
+        teacher.output_size(),
+        SPREADING_ALPHA,
+        SPREADING_STEPS,
+    )
 }
 
 /// Class probabilities (`n × classes`) of `images` under a classifier.
@@ -151,8 +179,17 @@ pub fn train_classifier(
         let unlabelled_rows = || (0..total).filter(|&r| !is_labelled[r]);
         for round in 1..=recipe.self_training_rounds {
             let teacher = probabilities(&network, source.images, threads);
-            // Labelled rows learn their true class, the others the teacher's distribution.
+            // Unlabelled rows learn the teacher's distribution, blended with labels spread
+            // over the neighbourhoods of the teacher's last hidden layer; labelled rows learn
+            // their true class.
             let mut targets = teacher.clone();
+            if recipe.spreading_weight > 0.0 {
+                let spread = spread_over_teacher_features(&network, &source, recipe, threads);
+                let w = recipe.spreading_weight;
+                for (t, s) in targets.iter_mut().zip(&spread) {
+                    *t = (1.0 - w) * *t + w * s;
+                }
+            }
             for (&row, &label) in source.labelled_rows.iter().zip(source.labels) {
                 let t = &mut targets[row * classes..(row + 1) * classes];
                 t.fill(0.0);

@@ -101,6 +101,11 @@ pub struct FinetuneRecipe {
     pub self_training_shift: usize,
     /// Mixup strength α for the student (0 = off).
     pub self_training_mixup: f32,
+    /// Weight of labels spread over the teacher's feature k-NN graph in the student's targets
+    /// (0 = teacher probabilities only).
+    pub spreading_weight: f32,
+    /// Neighbours per image in that graph.
+    pub spreading_neighbours: usize,
 }
 
 /// Everything a pipeline run trains with.
@@ -145,6 +150,8 @@ impl Recipe {
                     self_training_batch_size: 64,
                     self_training_shift: 0,
                     self_training_mixup: 0.0,
+                    spreading_weight: 0.0,
+                    spreading_neighbours: 10,
                 },
                 calibration_folds: 5,
             },
@@ -172,6 +179,8 @@ impl Recipe {
                     self_training_batch_size: 64,
                     self_training_shift: 1,
                     self_training_mixup: 0.4,
+                    spreading_weight: 0.5,
+                    spreading_neighbours: 10,
                 },
                 calibration_folds: 5,
             },

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod metrics;
 mod optim;
+pub mod spreading;
 
 pub use optim::Optimizer;
 

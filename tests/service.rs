@@ -378,19 +378,21 @@ async fn health_goes_not_serving_then_serving_then_not_serving_at_shutdown() {
     let ask = |service: &str| HealthCheckRequest {
         service: service.into(),
     };
-    for service in ["", "aelabel.v1.Labeller"] {
-        let status = health
-            .check(ask(service))
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(
-            status,
-            ServingStatus::NotServing as i32,
-            "{service:?} before warm-up"
-        );
+    // The whole server ("") and the Labeller service report the same status.
+    async fn assert_both_services(
+        health: &mut HealthClient<tonic::transport::Channel>,
+        want: ServingStatus,
+        when: &str,
+    ) {
+        for service in ["", "aelabel.v1.Labeller"] {
+            let request = HealthCheckRequest {
+                service: service.into(),
+            };
+            let status = health.check(request).await.unwrap().into_inner().status;
+            assert_eq!(status, want as i32, "{service:?} {when}");
+        }
     }
+    assert_both_services(&mut health, ServingStatus::NotServing, "before warm-up").await;
     let mut watch = health
         .watch(ask("aelabel.v1.Labeller"))
         .await
@@ -406,19 +408,7 @@ async fn health_goes_not_serving_then_serving_then_not_serving_at_shutdown() {
         watch.message().await.unwrap().unwrap().status,
         ServingStatus::Serving as i32
     );
-    for service in ["", "aelabel.v1.Labeller"] {
-        let status = health
-            .check(ask(service))
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(
-            status,
-            ServingStatus::Serving as i32,
-            "{service:?} after warm-up"
-        );
-    }
+    assert_both_services(&mut health, ServingStatus::Serving, "after warm-up").await;
 
     server.begin_shutdown();
     assert_eq!(

@@ -10,8 +10,7 @@ mod batcher;
 
 pub use batcher::Pending;
 
-use crate::model::{encoder_depth, Model, ModelMeta};
-use crate::pipeline::probabilities;
+use crate::model::{encode, probabilities, Model, ModelMeta};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -185,14 +184,10 @@ fn compute(model: &Model, task: Task, pixels: &[u8], n: usize, threads: usize) -
     // The same scaling the training data gets (`data::read_pair`): pixel / 255.
     let input: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
     match task {
-        Task::Encode => {
-            let net = &model.autoencoder;
-            let values = net.forward_range(&input, n, 0..encoder_depth(net), threads);
-            Output {
-                width: model.embedding_size(),
-                values,
-            }
-        }
+        Task::Encode => Output {
+            width: model.embedding_size(),
+            values: encode(&model.autoencoder, &input, threads),
+        },
         Task::Reconstruct => Output {
             values: model.autoencoder.forward(&input, n, threads),
             width: model.autoencoder.output_size(),

@@ -87,6 +87,25 @@ fn init_for(activation: Activation, rng: &mut impl Rng, fan_in: usize, fan_out: 
     }
 }
 
+/// The embeddings (innermost codes, `n × code width`) of `images` under `autoencoder`'s encoder.
+pub fn encode(autoencoder: &Network, images: &[f32], threads: usize) -> Vec<f32> {
+    let n = images.len() / autoencoder.input_size();
+    autoencoder.forward_range(images, n, 0..encoder_depth(autoencoder), threads)
+}
+
+/// Class probabilities (`n × classes`, softmax of the logits) of `images` under a classifier.
+pub fn probabilities(classifier: &Network, images: &[f32], threads: usize) -> Vec<f32> {
+    let n = images.len() / classifier.input_size();
+    let mut logits = classifier.forward(images, n, threads);
+    let classes = classifier.output_size();
+    let mut row = vec![0.0; classes];
+    for chunk in logits.chunks_exact_mut(classes) {
+        net::softmax_into(chunk, &mut row);
+        chunk.copy_from_slice(&row);
+    }
+    logits
+}
+
 /// Number of encoder layers of an autoencoder built by [`autoencoder`].
 pub fn encoder_depth(autoencoder: &Network) -> usize {
     autoencoder.layers.len() / 2

@@ -3,7 +3,8 @@
 
 use super::pretrain::PhaseHistory;
 use super::recipe::FinetuneRecipe;
-use crate::model::net::{argmax, softmax_into};
+use crate::model::net::argmax;
+use crate::model::probabilities;
 use crate::model::{Loss, Network, Target};
 use crate::train::spreading::{knn_graph, spread_labels};
 use crate::train::{fit, Examples, FitOptions, Observer, Shift};
@@ -71,19 +72,6 @@ fn spread_over_teacher_features(
         SPREADING_ALPHA,
         SPREADING_STEPS,
     )
-}
-
-/// Class probabilities (`n × classes`) of `images` under a classifier.
-pub fn probabilities(net: &Network, images: &[f32], threads: usize) -> Vec<f32> {
-    let n = images.len() / net.input_size();
-    let mut logits = net.forward(images, n, threads);
-    let classes = net.output_size();
-    let mut row = vec![0.0; classes];
-    for chunk in logits.chunks_exact_mut(classes) {
-        softmax_into(chunk, &mut row);
-        chunk.copy_from_slice(&row);
-    }
-    logits
 }
 
 /// Trains `network` (a transferred encoder or a fresh one) on the labelled images; then, if

@@ -6,8 +6,9 @@ mod pretrain;
 pub mod recipe;
 pub mod report;
 
-pub use classifier::{probabilities, train_classifier, RoundLog, TrainedClassifier, Unlabelled};
-pub use pretrain::{encode, pretrain, PhaseHistory, Pretrained};
+pub use crate::model::{encode, probabilities};
+pub use classifier::{train_classifier, RoundLog, TrainedClassifier, Unlabelled};
+pub use pretrain::{pretrain, PhaseHistory, Pretrained};
 pub use recipe::{Preset, PretrainMode, Recipe};
 pub use report::Report;
 

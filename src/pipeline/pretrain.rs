@@ -1,9 +1,7 @@
 //! Pretraining the stacked autoencoder on unlabelled images: joint, tied or greedy.
 
 use super::recipe::{PretrainMode, PretrainRecipe};
-use crate::model::{
-    autoencoder, encoder_depth, stack_autoencoders, Activation, Decoder, Loss, Network, Target,
-};
+use crate::model::{autoencoder, stack_autoencoders, Activation, Decoder, Loss, Network, Target};
 use crate::train::{evaluate, fit, EpochLog, Examples, FitOptions, Observer};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -164,10 +162,4 @@ pub fn pretrain(
         valid_bce,
         valid_rounded_accuracy,
     }
-}
-
-/// The embeddings (innermost codes) of `images` under `autoencoder`'s encoder.
-pub fn encode(autoencoder: &Network, images: &[f32], threads: usize) -> Vec<f32> {
-    let n = images.len() / autoencoder.input_size();
-    autoencoder.forward_range(images, n, 0..encoder_depth(autoencoder), threads)
 }

@@ -2,9 +2,11 @@
 
 mod decode;
 mod idx;
+mod images;
 mod split;
 
 pub use decode::{decode_to_input, raw_to_input, ImageError, ImageLimits};
+pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
 pub use idx::{read_idx_images, read_idx_labels, IdxImages};
 pub use split::{read_pair, stratified_subset, FashionMnist, Split};
 
@@ -70,4 +72,43 @@ pub enum DataError {
     /// A labelled-subset request cannot be met.
     #[error("{0}")]
     Subset(String),
+    /// An image folder does not have the layout aelabel reads.
+    #[error("{path}: {reason}")]
+    Folder {
+        /// The folder or file at fault.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A row of a labels CSV file is wrong.
+    #[error("{path} row {row}: {reason}")]
+    LabelsFile {
+        /// The CSV file.
+        path: PathBuf,
+        /// 1-based line number.
+        row: usize,
+        /// What is wrong with the row and what to do.
+        reason: String,
+    },
+    /// An image file cannot be decoded (an error only under `--strict`; otherwise it is skipped).
+    #[error("{path} cannot be decoded: {reason} (remove or fix the file, or drop --strict to skip it with a warning)")]
+    Undecodable {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The data set is too small for the recipe.
+    #[error("{0}")]
+    TooSmall(String),
+}
+
+/// An image file left out of a data set because it could not be read or decoded; the report
+/// counts and names them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was left out.
+    pub reason: String,
 }

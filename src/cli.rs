@@ -1,8 +1,10 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
 use crate::client::{self, bench::LoadTest, bench::Rpc, EncodeJob, LabelJob};
-use crate::config::{aelabel_home, parse_fraction, parse_layers, parse_positive, Widths};
-use crate::data::{FashionMnist, DEFAULT_DATA_DIR};
+use crate::config::{
+    aelabel_home, parse_fraction, parse_input_size, parse_layers, parse_positive, Widths,
+};
+use crate::data::{is_idx_dir, DataOptions, Dataset, DEFAULT_DATA_DIR, DEFAULT_LABELS};
 use crate::inference::{Engine, EngineConfig, NoObserver, Task};
 use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
@@ -157,15 +159,35 @@ pub struct BenchArgs {
 /// Flags of `aelabel pipeline`.
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
-    /// Directory with the Fashion-MNIST IDX files (gzip or plain).
+    /// The images: a directory of IDX files (gzip or plain), or an image folder with one
+    /// sub-folder per class (labelled) and `unlabelled/` or loose images (unlabelled).
     #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
     pub data: PathBuf,
+    /// `path,class` CSV labelling the images of a flat folder (paths relative to --data).
+    #[arg(long, env = "AELABEL_LABELS_FILE")]
+    pub labels_file: Option<PathBuf>,
+    /// Labelled images to measure the classifier on: a folder of class sub-folders or an IDX
+    /// directory [default: IDX's t10k files; none for a folder].
+    #[arg(long, env = "AELABEL_TEST")]
+    pub test: Option<PathBuf>,
+    /// Model input size, `W×H` or `N` for N×N [default: the images' own size when all share
+    /// one, else 28×28].
+    #[arg(long, value_parser = parse_input_size)]
+    pub input_size: Option<(usize, usize)>,
+    /// Stop on an undecodable image instead of skipping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// Share of the unlabelled images kept to validate the autoencoder [default: IDX's last
+    /// 5,000, else 0.1].
+    #[arg(long, value_parser = parse_fraction)]
+    pub valid_fraction: Option<f64>,
     /// Output directory [default: <aelabel home>/runs/<preset>-<labels>-seed<seed>].
     #[arg(long, env = "AELABEL_OUT")]
     pub out: Option<PathBuf>,
-    /// Labelled training images, drawn stratified by class.
-    #[arg(long, default_value_t = 1000, env = "AELABEL_LABELS")]
-    pub labels: usize,
+    /// Labelled training images, drawn stratified by class [default: 1,000 of a fully labelled
+    /// set such as Fashion-MNIST, else every labelled image].
+    #[arg(long, env = "AELABEL_LABELS", value_parser = parse_positive)]
+    pub labels: Option<usize>,
     /// Seed for initialisation, sampling and shuffling.
     #[arg(long, default_value_t = 42, env = "AELABEL_SEED")]
     pub seed: u64,
@@ -336,64 +358,109 @@ fn init_threads(threads: usize) {
         .build_global();
 }
 
+/// `aelabel pipeline`: trains, prints the headline numbers and where the files are.
+fn pipeline_command(args: PipelineArgs, quiet: bool) -> anyhow::Result<()> {
+    init_threads(args.threads);
+    let out = args.out.clone().unwrap_or_else(|| default_run_dir(&args));
+    let config = PipelineConfig {
+        data: DataOptions {
+            dir: args.data,
+            labels_file: args.labels_file,
+            test: args.test,
+            input_size: args.input_size,
+            strict: args.strict,
+            merge_idx_valid: false,
+        },
+        out_dir: out.clone(),
+        preset: args.preset,
+        labels: args.labels,
+        valid_fraction: args.valid_fraction,
+        seed: args.seed,
+        threads: args.threads,
+        mode: args.mode,
+        layers: args.layers.map(|w| w.0),
+        freeze: args.freeze,
+        pretrain_epochs: args.pretrain_epochs,
+        finetune_epochs: args.finetune_epochs,
+        self_training_rounds: args.self_training_rounds,
+        target_accuracy: args.target_accuracy,
+        train_limit: args.train_limit,
+        eval_limit: args.eval_limit,
+        tsne_points: args.tsne_points,
+    };
+    let progress = Progress::new(quiet);
+    let report = pipeline::run(&config, &progress)?;
+    let a = &report.auto_label;
+    let auto = match (a.test_coverage, a.test_accuracy, a.calibration_accuracy) {
+        (Some(coverage), Some(acc), _) => format!(
+            "auto-accept ≥ {:.3}: {:.1} % of test images at {:.2} % accuracy",
+            a.threshold,
+            100.0 * coverage,
+            100.0 * acc
+        ),
+        (None, _, Some(acc)) => format!(
+            "auto-accept ≥ {:.3}: {:.1} % of labelled images out of fold at {:.2} % accuracy",
+            a.threshold,
+            100.0 * a.calibration_coverage,
+            100.0 * acc
+        ),
+        _ => format!(
+            "no threshold reaches {:.0} % on cross-validation: everything goes to review",
+            100.0 * a.target_accuracy
+        ),
+    };
+    let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.2} %", 100.0 * x));
+    match report.classifier.test_accuracy {
+        Some(_) => println!(
+            "test accuracy {} (from scratch {}, logistic regression {}); {auto}; {:.0} s",
+            pct(report.classifier.test_accuracy),
+            pct(report.baselines.scratch.test_accuracy),
+            pct(report.baselines.logreg_pixels.test_accuracy),
+            report.wall_seconds
+        ),
+        None => println!(
+            "no test set (pass --test DIR): cross-validated accuracy {:.2} % over the {} labelled images; {auto}; {:.0} s",
+            100.0 * a.cross_validated_accuracy,
+            report.labels,
+            report.wall_seconds
+        ),
+    }
+    if report.data.skipped_images > 0 {
+        println!(
+            "skipped {} undecodable image file(s): see the warnings above and report.json `data.skipped`",
+            report.data.skipped_images
+        );
+    }
+    println!("report: {}", out.join("report.md").display());
+    println!("model:  {}", out.join("model.safetensors").display());
+    Ok(())
+}
+
+/// `<aelabel home>/runs/<preset>-<labels>-seed<seed>`, prefixed by the folder's name for image
+/// folders (`photos-default-all-seed42`).
+fn default_run_dir(args: &PipelineArgs) -> PathBuf {
+    let preset = pipeline::preset_name(args.preset);
+    let idx = is_idx_dir(&args.data) && args.labels_file.is_none();
+    let labels = match args.labels {
+        Some(n) => n.to_string(),
+        None if idx => DEFAULT_LABELS.to_string(),
+        None => "all".into(),
+    };
+    let mut name = format!("{preset}-{labels}-seed{}", args.seed);
+    if !idx {
+        let folder = args
+            .data
+            .file_name()
+            .map_or("data".into(), |n| n.to_string_lossy().into_owned());
+        name = format!("{folder}-{name}");
+    }
+    aelabel_home().join("runs").join(name)
+}
+
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Pipeline(args) => {
-            init_threads(args.threads);
-            let out = args.out.clone().unwrap_or_else(|| {
-                let preset = match args.preset {
-                    Preset::Default => "default",
-                    Preset::Seed => "seed",
-                };
-                aelabel_home()
-                    .join("runs")
-                    .join(format!("{preset}-{}-seed{}", args.labels, args.seed))
-            });
-            let config = PipelineConfig {
-                data_dir: args.data,
-                out_dir: out.clone(),
-                preset: args.preset,
-                labels: args.labels,
-                seed: args.seed,
-                threads: args.threads,
-                mode: args.mode,
-                layers: args.layers.map(|w| w.0),
-                freeze: args.freeze,
-                pretrain_epochs: args.pretrain_epochs,
-                finetune_epochs: args.finetune_epochs,
-                self_training_rounds: args.self_training_rounds,
-                target_accuracy: args.target_accuracy,
-                train_limit: args.train_limit,
-                eval_limit: args.eval_limit,
-                tsne_points: args.tsne_points,
-            };
-            let progress = Progress::new(cli.quiet);
-            let report = pipeline::run(&config, &progress)?;
-            let a = &report.auto_label;
-            let auto = match a.test_accuracy {
-                Some(acc) => format!(
-                    "auto-accept ≥ {:.3}: {:.1} % of test images at {:.2} % accuracy",
-                    a.threshold,
-                    100.0 * a.test_coverage,
-                    100.0 * acc
-                ),
-                None => format!(
-                    "no threshold reaches {:.0} % on cross-validation: everything goes to review",
-                    100.0 * a.target_accuracy
-                ),
-            };
-            println!(
-                "test accuracy {:.2} % (from scratch {:.2} %, logistic regression {:.2} %); {auto}; {:.0} s",
-                100.0 * report.classifier.test_accuracy,
-                100.0 * report.baselines.scratch.test_accuracy,
-                100.0 * report.baselines.logreg_pixels.test_accuracy,
-                report.wall_seconds
-            );
-            println!("report: {}", out.join("report.md").display());
-            println!("model:  {}", out.join("model.safetensors").display());
-            Ok(())
-        }
+        Command::Pipeline(args) => pipeline_command(args, cli.quiet),
         Command::Serve(args) => serve(args),
         Command::Label(args) => {
             let job = LabelJob {
@@ -503,9 +570,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         }) => {
             init_threads(args.threads);
-            let data = FashionMnist::load(&args.data)?;
+            let data = Dataset::idx(&args.data, false)?;
             let r = bench_train(
-                &data.train.pixels,
+                crate::model::Inputs::Bytes(&data.train.pixels),
                 data.train.len(),
                 &[784, 100, 30],
                 args.epochs,

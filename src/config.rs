@@ -56,3 +56,22 @@ pub fn parse_positive(text: &str) -> Result<usize, String> {
         _ => Err(format!("`{text}` is not a whole number ≥ 1")),
     }
 }
+
+/// Parses an image size: `N` (N×N) or `W×H` / `WxH`, each side 1..=4096.
+pub fn parse_input_size(text: &str) -> Result<(usize, usize), String> {
+    let side = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|v| (1..=4096).contains(v))
+    };
+    let parts: Vec<&str> = text.split(['x', 'X', '×']).collect();
+    let size = match parts.as_slice() {
+        [n] => side(n).map(|n| (n, n)),
+        [w, h] => side(w).zip(side(h)),
+        _ => None,
+    };
+    size.ok_or_else(|| {
+        format!("`{text}` is not an image size: give N or W×H (e.g. 28 or 32x32), sides 1 to 4096")
+    })
+}

@@ -3,7 +3,7 @@
 mod common;
 
 use aelabel::data::{
-    read_idx_images, read_idx_labels, read_pair, stratified_subset, DataError, FashionMnist,
+    read_idx_images, read_idx_labels, read_idx_pair, stratified_subset, DataError, Dataset,
 };
 use tempfile::tempdir;
 
@@ -65,7 +65,7 @@ fn image_and_label_counts_must_agree() {
     let labels = dir.path().join("lbls");
     common::write(&images, &common::idx_images(3, 2, 2, &[0; 12]));
     common::write(&labels, &common::idx_labels(&[0, 1]));
-    let err = read_pair(&images, &labels).unwrap_err();
+    let err = read_idx_pair(&images, &labels).unwrap_err();
     assert!(matches!(
         err,
         DataError::CountMismatch {
@@ -79,7 +79,7 @@ fn image_and_label_counts_must_agree() {
 
 #[test]
 fn missing_directory_says_how_to_get_the_data() {
-    let err = FashionMnist::load(std::path::Path::new("/nonexistent/fmnist"))
+    let err = Dataset::idx(std::path::Path::new("/nonexistent/fmnist"), false)
         .unwrap_err()
         .to_string();
     assert!(
@@ -92,25 +92,28 @@ fn missing_directory_says_how_to_get_the_data() {
 
 #[test]
 fn fashion_mnist_splits_like_the_reference() {
-    let data = FashionMnist::load(&common::data_dir()).unwrap();
+    let data = Dataset::idx(&common::data_dir(), false).unwrap();
+    let (valid, test) = (data.valid.unwrap(), data.test.unwrap());
     assert_eq!(
-        (data.train.len(), data.valid.len(), data.test.len()),
+        (data.train.len(), valid.len(), test.len()),
         (55_000, 5_000, 10_000)
     );
     assert_eq!((data.train.width, data.train.height), (28, 28));
+    // Images stay 8-bit: 784 bytes each, not 784 floats.
     assert_eq!(data.train.pixels.len(), 55_000 * 784);
-    assert!(data.train.pixels.iter().all(|p| (0.0..=1.0).contains(p)));
     assert_eq!(data.class_names[9], "Ankle boot");
+    assert!(data.train.fully_labelled() && test.fully_labelled());
     // Splits keep file order: the first training image of Fashion-MNIST is an ankle boot.
     assert_eq!(
-        data.train.labels[0], 9,
+        data.train.labels[0],
+        Some(9),
         "first training image of Fashion-MNIST is an ankle boot"
     );
 }
 
 #[test]
 fn stratified_subset_balances_classes_and_is_reproducible() {
-    let labels: Vec<u8> = (0..5000).map(|i| (i % 10) as u8).collect();
+    let labels: Vec<u32> = (0..5000).map(|i| i % 10).collect();
     let a = stratified_subset(&labels, 10, 105, 7).unwrap();
     let b = stratified_subset(&labels, 10, 105, 7).unwrap();
     let c = stratified_subset(&labels, 10, 105, 8).unwrap();
@@ -118,7 +121,7 @@ fn stratified_subset_balances_classes_and_is_reproducible() {
     assert_ne!(a, c);
     assert_eq!(a.len(), 105);
     let mut counts = [0usize; 10];
-    a.iter().for_each(|&i| counts[usize::from(labels[i])] += 1);
+    a.iter().for_each(|&i| counts[labels[i] as usize] += 1);
     assert!(counts.iter().all(|&n| n == 10 || n == 11), "{counts:?}");
     assert_eq!(counts.iter().filter(|&&n| n == 11).count(), 5);
     let err = stratified_subset(&labels, 10, 6000, 7)

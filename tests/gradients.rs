@@ -93,7 +93,7 @@ fn classifier_with_frozen_first_layer_matches_autograd() {
     );
     let mut net = classifier_from_encoder(&ae, 5, &mut rng);
     let x = random_images(&mut rng, 24, 64);
-    let y: Vec<u8> = (0..24).map(|i| (i % 5) as u8).collect();
+    let y: Vec<u32> = (0..24).map(|i| i % 5).collect();
     assert_gradients_match(&net, &x, Target::Classes(&y), Loss::SoftmaxCrossEntropy, 24);
     net.freeze_lowest(1);
     assert_gradients_match(&net, &x, Target::Classes(&y), Loss::SoftmaxCrossEntropy, 24);

@@ -1,10 +1,10 @@
 //! Model structure, tied and frozen weights, checkpoints and determinism.
 
 use aelabel::model::{
-    autoencoder, classifier_from_encoder, encoder_depth, Activation, Decoder, Loss, Model,
+    autoencoder, classifier_from_encoder, encoder_depth, Activation, Decoder, Inputs, Loss, Model,
     ModelMeta, Network, Target, Workspace,
 };
-use aelabel::train::{fit, Examples, FitOptions, Optimizer, Silent};
+use aelabel::train::{fit, Examples, FitOptions, Optimizer, Silent, Targets};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tempfile::tempdir;
@@ -94,10 +94,10 @@ fn frozen_layers_stay_bit_identical_through_training() {
     clf.freeze_lowest(1);
     let before = clf.clone();
     let x = images(4, 64, 64);
-    let y: Vec<u8> = (0..64).map(|i| (i % 4) as u8).collect();
+    let y: Vec<u32> = (0..64).map(|i| i % 4).collect();
     let train = Examples {
-        inputs: &x,
-        targets: Target::Classes(&y),
+        inputs: Inputs::Floats(&x),
+        targets: Targets::Classes(&y),
         len: 64,
     };
     fit(
@@ -216,8 +216,8 @@ fn train_once(seed: u64, threads: usize) -> Network {
     );
     let x = images(7, 256, 64);
     let train = Examples {
-        inputs: &x,
-        targets: Target::Values(&x),
+        inputs: Inputs::Floats(&x),
+        targets: Targets::Inputs,
         len: 256,
     };
     let mut opts = options(2, Loss::BinaryCrossEntropy);

@@ -1,125 +1,362 @@
-//! A short end-to-end pipeline on a subset of the real data.
+//! The pipeline on a subset of the real data: what it promises, checked exactly.
 
 mod common;
 
-use aelabel::model::Model;
-use aelabel::pipeline::{run, PipelineConfig};
+use aelabel::data::Dataset;
+use aelabel::model::{probabilities_rows, Decoder, Inputs, Model};
+use aelabel::pipeline::recipe::MIN_PRETRAIN_STEPS;
+use aelabel::pipeline::{run, PipelineConfig, Preset, PretrainMode, Report};
+use aelabel::train::metrics::{accuracy, predictions};
 use aelabel::train::Silent;
+use serde_json::Value;
+use std::path::Path;
 use tempfile::tempdir;
 
-fn quick_config(out: &std::path::Path) -> PipelineConfig {
-    common::quick_pipeline_config(out)
+/// A cheaper run for tests of one flag's effect: 2,000 images, no student, no t-SNE.
+fn cheap(out: &Path) -> PipelineConfig {
+    PipelineConfig {
+        train_limit: Some(2000),
+        eval_limit: Some(500),
+        labels: Some(100),
+        pretrain_epochs: Some(1),
+        finetune_epochs: Some(5),
+        self_training_rounds: Some(0),
+        tsne_points: 0,
+        ..common::quick_pipeline_config(out)
+    }
 }
 
-#[test]
-fn short_pipeline_learns_and_writes_everything() {
-    let dir = tempdir().unwrap();
-    let report = run(&quick_config(dir.path()), &Silent).unwrap();
+fn number(json: &Value, key: &str) -> f64 {
+    json.pointer(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("report.json {key} is not a number"))
+}
 
-    let curve = &report.pretrain.history[0].epochs;
-    assert!(
-        curve.last().unwrap().loss < curve[0].loss,
-        "pretraining loss did not fall: {curve:?}"
+fn fraction(json: &Value, key: &str) -> f64 {
+    let v = number(json, key);
+    assert!((0.0..=1.0).contains(&v), "{key} = {v} is not in [0, 1]");
+    v
+}
+
+/// Every key the README documents, with its type and range.
+fn check_report_json(json: &Value, report: &Report) {
+    assert!(json["model_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("default-200-"));
+    assert_eq!(json["preset"], "default");
+    assert_eq!(
+        (number(json, "/seed"), number(json, "/labels")),
+        (3.0, 200.0)
     );
+    assert_eq!(number(json, "/threads"), 1.0);
+    let phases = json["phase_seconds"].as_object().unwrap();
+    let phase_sum: f64 = phases.values().map(|v| v.as_f64().unwrap()).sum();
+    let wall = number(json, "/wall_seconds");
     assert!(
-        report.pretrain.valid_bce < 0.45,
-        "valid BCE {}",
-        report.pretrain.valid_bce
+        phase_sum <= wall + 1e-6 && phase_sum > 0.5 * wall,
+        "{phase_sum} vs {wall}"
     );
-    assert!(
-        report.classifier.test_accuracy > 0.6,
-        "test accuracy {} is near chance",
-        report.classifier.test_accuracy
+    for stage in ["load data", "pretrain", "classifier", "baselines"] {
+        assert!(phases.contains_key(stage), "phase_seconds lacks {stage}");
+    }
+    let d = &json["data"];
+    assert_eq!(d["source"], "idx");
+    assert_eq!(
+        (d["train_images"].as_u64(), d["labelled"].as_u64()),
+        (Some(4000), Some(200))
     );
     assert_eq!(
-        report.classifier.confusion.iter().flatten().sum::<u64>(),
-        1000
+        (d["unlabelled"].as_u64(), d["valid_images"].as_u64()),
+        (Some(3800), Some(1000))
     );
-    assert_eq!(report.data.labelled, 200);
-    assert_eq!(report.data.unlabelled, 3800);
+    assert_eq!(
+        (d["test_images"].as_u64(), d["classes"].as_u64()),
+        (Some(1000), Some(10))
+    );
+    assert_eq!(d["input_size"], serde_json::json!([28, 28]));
+    assert_eq!(d["skipped_images"].as_u64(), Some(0));
+    assert_eq!(json["recipe"]["pretrain"]["widths"][0], 784);
+    let p = &json["pretrain"];
+    // 4,000 images are 63 batches of 64: the recipe trains for at least MIN_PRETRAIN_STEPS.
+    let epochs = MIN_PRETRAIN_STEPS.div_ceil(63);
+    assert_eq!(
+        (p["mode"].as_str(), p["epochs"].as_u64()),
+        (Some("joint"), Some(epochs as u64))
+    );
+    assert_eq!(p["layers"], serde_json::json!([784, 256, 128, 30]));
+    assert!((0.0..0.45).contains(&number(json, "/pretrain/valid_bce")));
+    fraction(json, "/pretrain/valid_rounded_accuracy");
+    assert_eq!(p["epoch_seconds"].as_array().unwrap().len(), epochs);
+    assert_eq!(p["history"][0]["epochs"].as_array().unwrap().len(), epochs);
 
-    for file in [
+    let c = &json["classifier"];
+    let test_accuracy = fraction(json, "/classifier/test_accuracy");
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(c["confusion"].clone()).unwrap();
+    let per_class: Vec<f64> = serde_json::from_value(c["per_class_accuracy"].clone()).unwrap();
+    assert_eq!((confusion.len(), per_class.len()), (10, 10));
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), 1000);
+    // Per-class accuracies weighted by each class's test images give the test accuracy.
+    let weighted: f64 = per_class
+        .iter()
+        .zip(&confusion)
+        .map(|(a, row)| {
+            assert!((0.0..=1.0).contains(a));
+            a * row.iter().sum::<u64>() as f64
+        })
+        .sum::<f64>()
+        / 1000.0;
+    assert!(
+        (weighted - test_accuracy).abs() < 1e-9,
+        "{weighted} vs {test_accuracy}"
+    );
+    let diagonal: u64 = (0..10).map(|i| confusion[i][i]).sum();
+    assert_eq!(diagonal as f64 / 1000.0, test_accuracy);
+    assert_eq!(c["class_names"].as_array().unwrap().len(), 10);
+    assert_eq!(c["class_names"][9], "Ankle boot");
+    assert_eq!(
+        c["self_training"][0]["unlabelled_images"].as_u64(),
+        Some(3800)
+    );
+    fraction(json, "/classifier/self_training/0/student_agreement");
+
+    let scratch = fraction(json, "/baselines/scratch/test_accuracy");
+    let logreg = fraction(json, "/baselines/logreg_pixels/test_accuracy");
+    let gain_scratch = number(json, "/gain_points/scratch");
+    let gain_logreg = number(json, "/gain_points/logreg_pixels");
+    assert!((gain_scratch - 100.0 * (test_accuracy - scratch)).abs() < 1e-9);
+    assert!((gain_logreg - 100.0 * (test_accuracy - logreg)).abs() < 1e-9);
+
+    let a = &json["auto_label"];
+    assert_eq!(number(json, "/auto_label/target_accuracy"), 0.9);
+    let threshold = number(json, "/auto_label/threshold");
+    assert!((0.0..=1.0000001).contains(&threshold));
+    assert!(a["calibration"].as_str().unwrap().starts_with("5-fold"));
+    fraction(json, "/auto_label/cross_validated_accuracy");
+    let coverage = fraction(json, "/auto_label/test_coverage");
+    let calib_coverage = fraction(json, "/auto_label/calibration_coverage");
+    if calib_coverage > 0.0 {
+        // The threshold holds the target out of fold (Wilson bound ≤ the raw rate).
+        assert!(fraction(json, "/auto_label/calibration_accuracy") >= 0.9);
+    }
+    if coverage > 0.0 {
+        fraction(json, "/auto_label/test_accuracy");
+    }
+    let artifacts: Vec<String> = serde_json::from_value(json["artifacts"].clone()).unwrap();
+    assert_eq!(artifacts, report.artifacts);
+    for name in [
         "model.safetensors",
         "report.json",
         "report.md",
-        "reconstructions.png",
         "tsne.png",
-        "pretrain_curves.png",
-        "classifier_curves.png",
         "confusion.png",
     ] {
-        let meta =
-            std::fs::metadata(dir.path().join(file)).unwrap_or_else(|_| panic!("{file} missing"));
-        assert!(meta.len() > 100, "{file} is nearly empty");
+        assert!(artifacts.iter().any(|a| a == name), "artifacts lack {name}");
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
-            .unwrap();
-    for key in [
-        "/model_version",
-        "/preset",
-        "/seed",
-        "/labels",
-        "/wall_seconds",
-        "/pretrain/mode",
-        "/pretrain/epochs",
-        "/pretrain/valid_bce",
-        "/pretrain/valid_rounded_accuracy",
-        "/pretrain/epoch_seconds",
-        "/classifier/test_accuracy",
-        "/classifier/per_class_accuracy",
-        "/classifier/confusion",
-        "/baselines/scratch/test_accuracy",
-        "/baselines/logreg_pixels/test_accuracy",
-        "/auto_label/target_accuracy",
-        "/auto_label/threshold",
-        "/auto_label/test_coverage",
-        "/auto_label/test_accuracy",
-    ] {
-        assert!(json.pointer(key).is_some(), "report.json lacks {key}");
-    }
-    assert_eq!(
-        json.pointer("/classifier/per_class_accuracy")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        10
+}
+
+#[test]
+fn default_recipe_beats_both_baselines_and_reports_exactly() {
+    let dir = tempdir().unwrap();
+    let report = run(&common::quick_pipeline_config(dir.path()), &Silent).unwrap();
+    let gains = &report.gain_points;
+    assert!(
+        gains["scratch"] > 0.0 && gains["logreg_pixels"] > 0.0,
+        "the semi-supervised classifier must beat both baselines trained on the same labels: {gains:?}"
+    );
+    let curve = &report.pretrain.history[0].epochs;
+    assert!(
+        curve[1].loss < curve[0].loss,
+        "pretraining loss did not fall: {curve:?}"
     );
 
-    // The saved model is the one that was evaluated.
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    check_report_json(&json, &report);
+
+    // report.md states the headline numbers.
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let pct = |x: f64| format!("{:.2} %", 100.0 * x);
+    for needle in [
+        pct(report.classifier.test_accuracy.unwrap()),
+        pct(report.baselines.scratch.test_accuracy.unwrap()),
+        pct(report.baselines.logreg_pixels.test_accuracy.unwrap()),
+        format!("{:.4}", report.auto_label.threshold),
+        pct(report.auto_label.cross_validated_accuracy),
+        report.model_version.clone(),
+    ] {
+        assert!(md.contains(&needle), "report.md lacks {needle}");
+    }
+
+    // The saved model is the one that was evaluated, with its data set's preprocessing.
     let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
     assert_eq!(model.meta.version, report.model_version);
     assert_eq!(
         model.meta.auto_accept_threshold,
         report.auto_label.threshold
     );
-    let data = aelabel::data::FashionMnist::load(&common::data_dir()).unwrap();
-    let test = data.test.head(1000);
-    let probs = aelabel::pipeline::probabilities(&model.classifier, &test.pixels, 1);
-    let predicted: Vec<u8> = aelabel::train::metrics::predictions(&probs, 10)
-        .iter()
-        .map(|p| p.0)
-        .collect();
+    assert_eq!((model.meta.input_width, model.meta.input_height), (28, 28));
+    assert_eq!(model.meta.class_names, report.classifier.class_names);
+    let data = Dataset::idx(&common::data_dir(), false).unwrap();
+    let test = data.test.unwrap().head(1000);
+    let probs = probabilities_rows(&model.classifier, Inputs::Bytes(&test.pixels), 1);
+    let predicted: Vec<u32> = predictions(&probs, 10).iter().map(|p| p.0).collect();
+    let truth = test.classes().unwrap();
     assert_eq!(
-        aelabel::train::metrics::accuracy(&predicted, &test.labels),
+        Some(accuracy(&predicted, &truth)),
         report.classifier.test_accuracy
     );
-
-    // Same seed, data and threads: identical weights (the version carries their hash).
-    let again = tempdir().unwrap();
-    let second = run(&quick_config(again.path()), &Silent).unwrap();
-    assert_eq!(second.model_version, report.model_version);
 }
 
 #[test]
-fn two_threads_are_deterministic_too() {
-    let run_with_two_threads = || {
-        let dir = tempdir().unwrap();
-        let mut config = quick_config(dir.path());
-        config.threads = 2;
-        config.tsne_points = 0;
-        run(&config, &Silent).unwrap().model_version
+fn same_seed_gives_identical_weights_on_one_and_two_threads() {
+    for threads in [1, 2] {
+        let version = || {
+            let dir = tempdir().unwrap();
+            let config = PipelineConfig {
+                threads,
+                ..cheap(dir.path())
+            };
+            run(&config, &Silent).unwrap().model_version
+        };
+        assert_eq!(version(), version(), "{threads} thread(s)");
+    }
+}
+
+#[test]
+fn seed_preset_reproduces_every_reference_run_and_its_architecture() {
+    let dir = tempdir().unwrap();
+    let config = PipelineConfig {
+        preset: Preset::Seed,
+        pretrain_epochs: None,
+        finetune_epochs: Some(3),
+        train_limit: Some(3000),
+        ..cheap(dir.path())
     };
-    assert_eq!(run_with_two_threads(), run_with_two_threads());
+    let report = run(&config, &Silent).unwrap();
+    assert_eq!(report.recipe.pretrain.widths, vec![784, 100, 30]);
+    assert_eq!(report.recipe.finetune.freeze, 1);
+    let runs: Vec<&str> = report
+        .pretrain
+        .variants
+        .iter()
+        .map(|v| v.run.as_str())
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "joint",
+            "tied",
+            "greedy layer 1",
+            "greedy layer 2",
+            "greedy stack"
+        ]
+    );
+    for v in &report.pretrain.variants {
+        assert!(
+            v.reference.is_some() && v.within_tolerance.is_some(),
+            "{v:?}"
+        );
+        assert!(v.valid_loss.is_finite() && v.valid_loss > 0.0, "{v:?}");
+    }
+    assert_eq!(report.pretrain.variants[0].epochs, 20);
+    let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
+    assert_eq!(model.meta.widths, vec![784, 100, 30]);
+    // The first encoder layer stays frozen while fine-tuning: identical to the pretrained one.
+    assert_eq!(
+        model.classifier.params[0].value,
+        model.autoencoder.params[0].value
+    );
+}
+
+#[test]
+fn tied_and_greedy_modes_change_what_is_trained() {
+    let dir = tempdir().unwrap();
+    let tied = run(
+        &PipelineConfig {
+            mode: Some(PretrainMode::Tied),
+            ..cheap(dir.path())
+        },
+        &Silent,
+    )
+    .unwrap();
+    let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
+    assert_eq!(
+        (tied.pretrain.mode, model.meta.decoder),
+        (PretrainMode::Tied, Decoder::Tied)
+    );
+    // A tied decoder owns biases only: 3 encoder weights + 6 biases.
+    assert_eq!(model.autoencoder.params.len(), 9);
+
+    let dir = tempdir().unwrap();
+    let greedy = run(
+        &PipelineConfig {
+            mode: Some(PretrainMode::Greedy),
+            ..cheap(dir.path())
+        },
+        &Silent,
+    )
+    .unwrap();
+    let losses: Vec<&str> = greedy.pretrain.history.iter().map(|p| p.loss).collect();
+    assert_eq!(
+        losses,
+        ["bce", "mse", "mse"],
+        "one shallow autoencoder per layer"
+    );
+    let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
+    assert_eq!(
+        (model.meta.decoder, model.autoencoder.params.len()),
+        (Decoder::Separate, 12)
+    );
+}
+
+#[test]
+fn freeze_keeps_the_lowest_layers_at_their_pretrained_weights() {
+    let weights = |freeze| {
+        let dir = tempdir().unwrap();
+        run(
+            &PipelineConfig {
+                freeze: Some(freeze),
+                ..cheap(dir.path())
+            },
+            &Silent,
+        )
+        .unwrap();
+        let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
+        let same = |i: usize| model.classifier.params[i].value == model.autoencoder.params[i].value;
+        (same(0), same(2), same(4))
+    };
+    assert_eq!(
+        weights(2),
+        (true, true, false),
+        "--freeze 2 keeps layers 1 and 2"
+    );
+    assert_eq!(
+        weights(0),
+        (false, false, false),
+        "--freeze 0 fine-tunes every layer"
+    );
+}
+
+#[test]
+fn a_higher_target_accuracy_raises_the_threshold_and_accepts_fewer() {
+    let at = |target| {
+        let dir = tempdir().unwrap();
+        run(
+            &PipelineConfig {
+                target_accuracy: target,
+                ..cheap(dir.path())
+            },
+            &Silent,
+        )
+        .unwrap()
+        .auto_label
+    };
+    let (low, high) = (at(0.7), at(0.95));
+    assert!(high.threshold > low.threshold, "{low:?} vs {high:?}");
+    assert!(high.calibration_coverage < low.calibration_coverage);
+    assert!(low.calibration_accuracy.unwrap() >= 0.7);
+    // Same seed, same data: only the threshold differs, not the out-of-fold evidence.
+    assert_eq!(low.cross_validated_accuracy, high.cross_validated_accuracy);
 }

@@ -1,14 +1,26 @@
-//! Images and labels: IDX files, the reference splits and stratified labelled subsets.
+//! Images and labels behind one [`Dataset`] type: IDX files or image folders (class
+//! sub-folders or a labels CSV), decoded to 8-bit grayscale at one input size, then cut into
+//! labelled subset, unlabelled pool, validation and test images.
 
+mod dataset;
 mod decode;
+mod folder;
 mod idx;
 mod images;
 mod split;
 
+pub use dataset::{
+    is_idx_dir, read_idx_pair, resize_set, DataOptions, Dataset, SourceKind, DEFAULT_INPUT_SIDE,
+    IDX_VALID_SIZE,
+};
 pub use decode::{decode_to_input, raw_to_input, ImageError, ImageLimits};
-pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
+pub use folder::{read_image_folder, FolderData, FolderOptions};
 pub use idx::{read_idx_images, read_idx_labels, IdxImages};
-pub use split::{read_pair, stratified_subset, FashionMnist, Split};
+pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
+pub use split::{
+    split, stratified_subset, SplitOptions, TrainingData, DEFAULT_LABELS, DEFAULT_VALID_FRACTION,
+    MIN_LABELS_PER_CLASS,
+};
 
 use std::path::PathBuf;
 
@@ -33,10 +45,10 @@ pub const CLASS_NAMES: [&str; 10] = [
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The data directory does not exist.
-    #[error("data directory {0} does not exist: install it with `apt-get install -y dataset-fashion-mnist` or pass --data DIR (or set AELABEL_DATA)")]
+    #[error("data directory {0} does not exist: pass --data DIR (an image folder or IDX files), or for Fashion-MNIST install it with `apt-get install -y dataset-fashion-mnist`")]
     MissingDirectory(PathBuf),
     /// A required file is absent (neither gzip nor plain).
-    #[error("{path} not found (nor its .gz): the data directory must hold the four Fashion-MNIST IDX files")]
+    #[error("{path} not found (nor its .gz): an IDX data directory holds train-images/-labels and t10k-images/-labels files")]
     MissingFile {
         /// The plain file name that was looked for.
         path: PathBuf,

@@ -1,194 +1,223 @@
-//! The reference splits (55,000 train / 5,000 valid / 10,000 test) and labelled subsets.
+//! From a data set to what training uses: the labelled subset, the unlabelled pool, the
+//! validation images for the autoencoder and the test images.
 
-use super::{read_idx_images, read_idx_labels, DataError, IdxImages, CLASS_NAMES};
+use super::{ClassId, DataError, Dataset, ImageSet};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::{Path, PathBuf};
 
-/// Images kept for validation at the end of the 60,000 training images, as in the reference.
-pub const VALID_SIZE: usize = 5_000;
+/// Labelled images drawn from a fully labelled data set (such as Fashion-MNIST) when
+/// `--labels` is not given.
+pub const DEFAULT_LABELS: usize = 1000;
 
-/// A set of images as floats in [0, 1] with their labels.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Split {
-    /// `len × width × height` pixels / 255, row-major.
-    pub pixels: Vec<f32>,
-    /// One class index per image.
-    pub labels: Vec<u8>,
-    /// Image width.
-    pub width: usize,
-    /// Image height.
-    pub height: usize,
+/// Share of the unlabelled pool set apart to validate the autoencoder when the source has no
+/// validation split of its own.
+pub const DEFAULT_VALID_FRACTION: f64 = 0.1;
+
+/// Fewest labelled images of each class: cross-validation needs one to train on and one to
+/// hold out.
+pub const MIN_LABELS_PER_CLASS: usize = 2;
+
+/// How to cut a data set for a run.
+#[derive(Clone, Debug, Default)]
+pub struct SplitOptions {
+    /// Labelled images to keep (stratified); `None` = all labelled images of a partly labelled
+    /// set, [`DEFAULT_LABELS`] of a fully labelled one.
+    pub labels: Option<usize>,
+    /// Share of the unlabelled images kept for validation; `None` = the source's own split,
+    /// else [`DEFAULT_VALID_FRACTION`].
+    pub valid_fraction: Option<f64>,
+    /// Use only the first N training images.
+    pub train_limit: Option<usize>,
+    /// Use only the first N validation and test images.
+    pub eval_limit: Option<usize>,
+    /// Seed of the labelled subset and the validation draw.
+    pub seed: u64,
+    /// Cross-validation folds the run will need over the labelled images.
+    pub folds: usize,
 }
 
-impl Split {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// True when the split holds no image.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// Pixels per image.
-    pub fn image_size(&self) -> usize {
-        self.width * self.height
-    }
-
-    /// Pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[f32] {
-        let s = self.image_size();
-        &self.pixels[i * s..(i + 1) * s]
-    }
-
-    /// The images at `indices`, in that order.
-    pub fn select(&self, indices: &[usize]) -> Split {
-        let mut pixels = Vec::with_capacity(indices.len() * self.image_size());
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
-        }
-        Split {
-            pixels,
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
-            width: self.width,
-            height: self.height,
-        }
-    }
-
-    /// The first `n` images (all of them if there are fewer).
-    pub fn head(&self, n: usize) -> Split {
-        let n = n.min(self.len());
-        Split {
-            pixels: self.pixels[..n * self.image_size()].to_vec(),
-            labels: self.labels[..n].to_vec(),
-            width: self.width,
-            height: self.height,
-        }
-    }
-}
-
-/// Fashion-MNIST split as in the reference: first 55,000 training images, last 5,000, t10k.
+/// A data set cut for training. Labels outside the labelled subset are gone: the pool's
+/// other images carry no class, so nothing downstream can read them.
 #[derive(Clone, Debug)]
-pub struct FashionMnist {
-    /// First 55,000 of the training file.
-    pub train: Split,
-    /// Last 5,000 of the training file.
-    pub valid: Split,
-    /// The 10,000 t10k images.
-    pub test: Split,
-    /// Class names in label order.
+pub struct TrainingData {
+    /// Class names in class-index order.
     pub class_names: Vec<String>,
+    /// Every image the autoencoder and the student learn from (labelled and unlabelled).
+    pub pool: ImageSet,
+    /// Rows of `pool` that are labelled, ascending.
+    pub labelled_rows: Vec<usize>,
+    /// Classes of `labelled_rows`, in the same order.
+    pub labels: Vec<ClassId>,
+    /// Images that validate the autoencoder (never trained on).
+    pub valid: ImageSet,
+    /// Labelled test images, if the data set has any.
+    pub test: Option<ImageSet>,
+    /// True when every pool image came labelled and `labels` is a drawn subset.
+    pub subset_of_full_labels: bool,
 }
 
-/// `dir/name`, or `dir/name.gz` when only the compressed file exists.
-fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
-    let gz = dir.join(format!("{name}.gz"));
-    if gz.is_file() {
-        return Ok(gz);
+impl TrainingData {
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.class_names.len()
     }
-    let plain = dir.join(name);
-    if plain.is_file() {
-        return Ok(plain);
-    }
-    Err(DataError::MissingFile { path: plain })
-}
 
-/// Reads an image/label pair and checks that they agree.
-pub fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Split, DataError> {
-    let (images, labels) = read_raw_pair(images_path, labels_path)?;
-    Ok(Split::from_bytes(
-        &images.pixels,
-        labels,
-        images.cols,
-        images.rows,
-    ))
-}
-
-fn read_raw_pair(
-    images_path: &Path,
-    labels_path: &Path,
-) -> Result<(IdxImages, Vec<u8>), DataError> {
-    let images = read_idx_images(images_path)?;
-    let labels = read_idx_labels(labels_path, CLASS_NAMES.len())?;
-    if images.count != labels.len() {
-        return Err(DataError::CountMismatch {
-            images: images_path.to_path_buf(),
-            image_count: images.count,
-            labels: labels_path.to_path_buf(),
-            label_count: labels.len(),
-        });
-    }
-    Ok((images, labels))
-}
-
-impl Split {
-    /// Converts 8-bit pixels to floats in [0, 1].
-    fn from_bytes(pixels: &[u8], labels: Vec<u8>, width: usize, height: usize) -> Split {
-        Split {
-            pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
-            labels,
-            width,
-            height,
-        }
+    /// The labelled images alone.
+    pub fn labelled(&self) -> ImageSet {
+        self.pool.select(&self.labelled_rows)
     }
 }
 
-impl FashionMnist {
-    /// Loads the four IDX files from `dir` and splits them like the reference.
-    pub fn load(dir: &Path) -> Result<Self, DataError> {
-        if !dir.is_dir() {
-            return Err(DataError::MissingDirectory(dir.to_path_buf()));
+/// Cuts `data` for a run: draws the labelled subset, drops every other training label, sets
+/// validation images apart and checks that the result is large enough for the recipe.
+pub fn split(data: Dataset, options: &SplitOptions) -> Result<TrainingData, DataError> {
+    let Dataset {
+        class_names,
+        mut train,
+        valid,
+        test,
+        ..
+    } = data;
+    if let Some(n) = options.train_limit {
+        train = train.head(n);
+    }
+    let limit = |s: ImageSet| match options.eval_limit {
+        Some(n) => s.head(n),
+        None => s,
+    };
+    let classes = class_names.len();
+    let candidates: Vec<usize> = (0..train.len())
+        .filter(|&i| train.labels[i].is_some())
+        .collect();
+    let fully = train.fully_labelled();
+    let candidate_labels: Vec<ClassId> =
+        candidates.iter().filter_map(|&i| train.labels[i]).collect();
+    let wanted = match options.labels {
+        Some(n) => n,
+        None if fully => DEFAULT_LABELS.min(candidates.len()),
+        None => candidates.len(),
+    };
+    check_enough_labels(&candidate_labels, &class_names, options.folds)?;
+    let labelled_rows: Vec<usize> = if wanted == candidates.len() {
+        candidates
+    } else {
+        stratified_subset(&candidate_labels, classes, wanted, options.seed)?
+            .into_iter()
+            .map(|k| candidates[k])
+            .collect()
+    };
+    let mut keep = vec![false; train.len()];
+    labelled_rows.iter().for_each(|&r| keep[r] = true);
+    for (label, &kept) in train.labels.iter_mut().zip(&keep) {
+        if !kept {
+            *label = None;
         }
-        let train_images = locate(dir, "train-images-idx3-ubyte")?;
-        let train_labels = locate(dir, "train-labels-idx1-ubyte")?;
-        let test_images = locate(dir, "t10k-images-idx3-ubyte")?;
-        let test_labels = locate(dir, "t10k-labels-idx1-ubyte")?;
-        let (full, mut full_labels) = read_raw_pair(&train_images, &train_labels)?;
-        let (test, test_labels) = read_raw_pair(&test_images, &test_labels)?;
-        if (test.cols, test.rows) != (full.cols, full.rows) {
-            return Err(DataError::Invalid {
-                path: test_images,
-                reason: format!(
-                    "images are {}×{} but the training images are {}×{}",
-                    test.cols, test.rows, full.cols, full.rows
-                ),
-            });
-        }
-        if full.count <= VALID_SIZE {
-            return Err(DataError::Invalid {
-                path: train_images,
-                reason: format!(
-                    "holds {} images; at least {} are needed to keep {VALID_SIZE} for validation",
-                    full.count,
-                    VALID_SIZE + 1
-                ),
-            });
-        }
-        // Convert each split straight from bytes: floats for the whole file never coexist
-        // with the splits' copies.
-        let (w, h) = (full.cols, full.rows);
-        let cut = full.count - VALID_SIZE;
-        let valid_labels = full_labels.split_off(cut);
-        let valid = Split::from_bytes(&full.pixels[cut * w * h..], valid_labels, w, h);
-        let train = Split::from_bytes(&full.pixels[..cut * w * h], full_labels, w, h);
-        drop(full);
-        let test = Split::from_bytes(&test.pixels, test_labels, w, h);
-        Ok(Self {
+    }
+    let labels: Vec<ClassId> = labelled_rows
+        .iter()
+        .filter_map(|&r| train.labels[r])
+        .collect();
+    check_enough_labels(&labels, &class_names, options.folds)?;
+
+    let (pool, labelled_rows, valid) = match (valid, options.valid_fraction) {
+        (Some(valid), None) => (train, labelled_rows, limit(valid)),
+        (_, fraction) => carve_valid(
             train,
-            valid,
-            test,
-            class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
-        })
+            &keep,
+            fraction.unwrap_or(DEFAULT_VALID_FRACTION),
+            options.seed,
+        ),
+    };
+    Ok(TrainingData {
+        class_names,
+        pool,
+        labelled_rows,
+        labels,
+        valid,
+        test: test.map(limit),
+        subset_of_full_labels: fully,
+    })
+}
+
+/// Sets `fraction` of the unlabelled rows apart as validation images (at least one). With no
+/// unlabelled rows at all, validation images are drawn from the whole pool and stay in it.
+fn carve_valid(
+    pool: ImageSet,
+    labelled: &[bool],
+    fraction: f64,
+    seed: u64,
+) -> (ImageSet, Vec<usize>, ImageSet) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7661_6c69_64);
+    let mut unlabelled: Vec<usize> = (0..pool.len()).filter(|&i| !labelled[i]).collect();
+    if unlabelled.is_empty() {
+        let mut all: Vec<usize> = (0..pool.len()).collect();
+        all.shuffle(&mut rng);
+        let n = ((pool.len() as f64 * fraction).round() as usize).clamp(1, pool.len());
+        all.truncate(n);
+        all.sort_unstable();
+        let valid = pool.select(&all);
+        let rows = (0..pool.len()).filter(|&i| labelled[i]).collect();
+        return (pool, rows, valid);
     }
+    unlabelled.shuffle(&mut rng);
+    let n = ((unlabelled.len() as f64 * fraction).round() as usize).clamp(1, unlabelled.len());
+    let mut is_valid = vec![false; pool.len()];
+    unlabelled[..n].iter().for_each(|&i| is_valid[i] = true);
+    let valid_rows: Vec<usize> = (0..pool.len()).filter(|&i| is_valid[i]).collect();
+    let kept_rows: Vec<usize> = (0..pool.len()).filter(|&i| !is_valid[i]).collect();
+    let mut valid = pool.select(&valid_rows);
+    valid.labels.iter_mut().for_each(|l| *l = None);
+    let kept = pool.select(&kept_rows);
+    let rows = kept_rows
+        .iter()
+        .enumerate()
+        .filter(|&(_, &r)| labelled[r])
+        .map(|(k, _)| k)
+        .collect();
+    (kept, rows, valid)
+}
+
+/// Refuses label sets the recipe cannot learn from, saying what is needed.
+fn check_enough_labels(
+    labels: &[ClassId],
+    class_names: &[String],
+    folds: usize,
+) -> Result<(), DataError> {
+    if class_names.len() < 2 {
+        return Err(DataError::TooSmall(format!(
+            "the data set has {} class{} ({}); aelabel needs at least two classes with labelled images",
+            class_names.len(),
+            if class_names.len() == 1 { "" } else { "es" },
+            class_names.join(", ")
+        )));
+    }
+    let mut counts = vec![0usize; class_names.len()];
+    labels.iter().for_each(|&c| counts[c as usize] += 1);
+    if let Some((c, &n)) = counts
+        .iter()
+        .enumerate()
+        .find(|&(_, &n)| n < MIN_LABELS_PER_CLASS)
+    {
+        return Err(DataError::TooSmall(format!(
+            "class `{}` has {n} labelled image{}; every class needs at least {MIN_LABELS_PER_CLASS} (add labelled images of it, or remove the class)",
+            class_names[c],
+            if n == 1 { "" } else { "s" }
+        )));
+    }
+    if labels.len() < folds {
+        return Err(DataError::TooSmall(format!(
+            "{} labelled images are fewer than the {folds} cross-validation folds that choose the auto-accept threshold; label at least {folds}",
+            labels.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Draws `n` indices stratified by class (⌊n/k⌋ per class, the remainder to randomly chosen
 /// classes), reproducibly for a given `seed`. Returned indices are sorted.
 pub fn stratified_subset(
-    labels: &[u8],
+    labels: &[ClassId],
     classes: usize,
     n: usize,
     seed: u64,
@@ -200,14 +229,14 @@ pub fn stratified_subset(
     }
     if n > labels.len() {
         return Err(DataError::Subset(format!(
-            "--labels {n} is larger than the {} training images available",
+            "--labels {n} is larger than the {} labelled training images available",
             labels.len()
         )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
-        by_class[usize::from(l)].push(i);
+        by_class[l as usize].push(i);
     }
     let mut quota = vec![n / classes; classes];
     let mut order: Vec<usize> = (0..classes).collect();

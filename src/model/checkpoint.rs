@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 /// Value of the `format` header key; bumped when the layout changes incompatibly.
 pub const MODEL_FORMAT: &str = "aelabel/1";
 
+/// How an image becomes the network's input, recorded in every checkpoint (`preprocessing`
+/// header key) so a server reproduces the training data's preparation exactly: any colour
+/// type to 8-bit luma, resized to the input size with a triangle filter, each byte scaled by
+/// 1/255.
+pub const PREPROCESSING: &str = r#"{"color":"luma8","resize":"triangle","scale":"pixel/255"}"#;
+
 /// Everything about a trained model besides its tensors; stored in the safetensors header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -155,6 +161,7 @@ impl Model {
             self.meta.auto_accept_threshold.to_string(),
         );
         header.insert("training".to_string(), json(&self.meta.training)?);
+        header.insert("preprocessing".to_string(), PREPROCESSING.to_string());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
                 path: path.to_path_buf(),
@@ -192,6 +199,11 @@ impl Model {
         if format != MODEL_FORMAT {
             return Err(format_err(format!(
                 "format is `{format}`, this build reads `{MODEL_FORMAT}`"
+            )));
+        }
+        if let Some(p) = header.get("preprocessing").filter(|p| *p != PREPROCESSING) {
+            return Err(format_err(format!(
+                "its images were prepared as {p}, this build prepares them as {PREPROCESSING}; retrain the model with this build"
             )));
         }
         let arch: Architecture = serde_json::from_str(field("architecture")?)

@@ -2,11 +2,13 @@
 
 mod checkpoint;
 pub mod fastmath;
+mod inputs;
 pub mod linalg;
 pub mod net;
 pub mod oracle;
 
-pub use checkpoint::{CheckpointError, Model, ModelMeta, MODEL_FORMAT};
+pub use checkpoint::{CheckpointError, Model, ModelMeta, MODEL_FORMAT, PREPROCESSING};
+pub use inputs::{Inputs, CHUNK_ROWS};
 pub use net::{Activation, Layer, Loss, Network, Param, StepStats, Target, Workspace};
 
 use net::{glorot_uniform, lecun_normal};
@@ -89,14 +91,22 @@ fn init_for(activation: Activation, rng: &mut impl Rng, fan_in: usize, fan_out: 
 
 /// The embeddings (innermost codes, `n × code width`) of `images` under `autoencoder`'s encoder.
 pub fn encode(autoencoder: &Network, images: &[f32], threads: usize) -> Vec<f32> {
-    let n = images.len() / autoencoder.input_size();
-    autoencoder.forward_range(images, n, 0..encoder_depth(autoencoder), threads)
+    encode_rows(autoencoder, Inputs::Floats(images), threads)
+}
+
+/// [`encode`] for floats or 8-bit rows, converted [`CHUNK_ROWS`] at a time.
+pub fn encode_rows(autoencoder: &Network, images: Inputs<'_>, threads: usize) -> Vec<f32> {
+    forward_rows(autoencoder, images, 0..encoder_depth(autoencoder), threads)
 }
 
 /// Class probabilities (`n × classes`, softmax of the logits) of `images` under a classifier.
 pub fn probabilities(classifier: &Network, images: &[f32], threads: usize) -> Vec<f32> {
-    let n = images.len() / classifier.input_size();
-    let mut logits = classifier.forward(images, n, threads);
+    probabilities_rows(classifier, Inputs::Floats(images), threads)
+}
+
+/// [`probabilities`] for floats or 8-bit rows, converted [`CHUNK_ROWS`] at a time.
+pub fn probabilities_rows(classifier: &Network, images: Inputs<'_>, threads: usize) -> Vec<f32> {
+    let mut logits = forward_rows(classifier, images, 0..classifier.layers.len(), threads);
     let classes = classifier.output_size();
     let mut row = vec![0.0; classes];
     for chunk in logits.chunks_exact_mut(classes) {
@@ -104,6 +114,36 @@ pub fn probabilities(classifier: &Network, images: &[f32], threads: usize) -> Ve
         chunk.copy_from_slice(&row);
     }
     logits
+}
+
+/// Layers `range` of `net` over every row of `images`, [`CHUNK_ROWS`] rows at a time, so 8-bit
+/// sets are never converted to floats whole.
+pub fn forward_rows(
+    net: &Network,
+    images: Inputs<'_>,
+    range: std::ops::Range<usize>,
+    threads: usize,
+) -> Vec<f32> {
+    let width = net.layer_dims(range.start).0;
+    let out_width = net.layer_dims(range.end - 1).1;
+    let n = images.rows(width);
+    let mut out = Vec::with_capacity(n * out_width);
+    let mut scratch = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let m = CHUNK_ROWS.min(n - start);
+        let x = images.chunk(start, m, width, &mut scratch);
+        out.extend_from_slice(&net.forward_range(x, m, range.clone(), threads));
+        start += m;
+    }
+    out
+}
+
+/// The most probable class of one probability row and its probability (the confidence): the
+/// one argmax rule shared by the pipeline, the engine and the metrics (first index on ties).
+pub fn top_class(probabilities: &[f32]) -> (usize, f32) {
+    let c = net::argmax(probabilities);
+    (c, probabilities[c])
 }
 
 /// Number of encoder layers of an autoencoder built by [`autoencoder`].

@@ -134,7 +134,7 @@ pub enum Target<'a> {
     /// probability distribution per example (soft labels).
     Values(&'a [f32]),
     /// One class index per example.
-    Classes(&'a [u8]),
+    Classes(&'a [u32]),
 }
 
 /// The loss a step minimises, averaged over the batch (and over outputs for per-value losses).
@@ -518,11 +518,11 @@ fn output_delta_into(
             let rows = delta.chunks_exact_mut(width).zip(y.chunks_exact(width));
             for (i, (row, logits)) in rows.take(n).enumerate() {
                 let q = |j: usize| match target {
-                    Target::Classes(c) => f32::from(u8::from(usize::from(c[i]) == j)),
+                    Target::Classes(c) => f32::from(u8::from(c[i] as usize == j)),
                     Target::Values(v) => v[i * width + j],
                 };
                 let truth = match target {
-                    Target::Classes(c) => usize::from(c[i]),
+                    Target::Classes(c) => c[i] as usize,
                     Target::Values(v) => argmax(&v[i * width..(i + 1) * width]),
                 };
                 softmax_into(logits, row);

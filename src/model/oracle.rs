@@ -50,7 +50,7 @@ pub fn autograd_gradients(
             (x - t)?.sqr()?.mean_all()?
         }
         (Loss::SoftmaxCrossEntropy, Target::Classes(c)) => {
-            let c: Vec<u32> = c[..n].iter().map(|&v| u32::from(v)).collect();
+            let c: Vec<u32> = c[..n].to_vec();
             let c = Tensor::from_vec(c, n, &device)?;
             candle_nn::loss::cross_entropy(&x, &c)?
         }

@@ -1,26 +1,34 @@
-//! Training the classifier: head warm-up, fine-tuning, then self-training in which a student
-//! learns the teacher's soft predictions on the unlabelled pool under random shifts.
+//! The classifier stages: the *teacher* (head warm-up, then fine-tuning on the labels), the
+//! *spreading* of labels over the k-NN graph of the teacher's features into soft targets, and
+//! the *student* that learns those targets over the whole pool under shifts and mixup.
 
 use super::pretrain::PhaseHistory;
 use super::recipe::FinetuneRecipe;
-use crate::model::net::argmax;
-use crate::model::probabilities;
-use crate::model::{Loss, Network, Target};
+use crate::model::{probabilities_rows, top_class, Inputs, Loss, Network};
 use crate::train::spreading::{knn_graph, spread_labels};
-use crate::train::{fit, Examples, FitOptions, Observer, Shift};
+use crate::train::{fit, Examples, FitOptions, Observer, Shift, Targets};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+/// Labelled images a classifier learns from, with their classes.
+#[derive(Clone, Copy, Debug)]
+pub struct Labelled<'a> {
+    /// The images, row-major.
+    pub images: Inputs<'a>,
+    /// One class per image.
+    pub labels: &'a [u32],
+}
 
 /// The training images a student learns from: all of them, with the labelled rows' classes.
 /// Rows not in `labelled_rows` are unlabelled for this classifier; their labels are never read.
 #[derive(Clone, Copy, Debug)]
 pub struct Unlabelled<'a> {
     /// All training images, row-major.
-    pub images: &'a [f32],
+    pub images: Inputs<'a>,
     /// Rows of `images` whose labels this classifier may use.
     pub labelled_rows: &'a [usize],
     /// The classes of `labelled_rows`, in the same order.
-    pub labels: &'a [u8],
+    pub labels: &'a [u32],
 }
 
 /// One self-training round.
@@ -39,7 +47,7 @@ pub struct RoundLog {
 /// A trained classifier and its history.
 #[derive(Clone, Debug)]
 pub struct TrainedClassifier {
-    /// The network (logits; softmax applied by [`probabilities`]).
+    /// The network (logits; softmax applied by [`crate::model::probabilities`]).
     pub network: Network,
     /// Learning curves of each phase.
     pub phases: Vec<PhaseHistory>,
@@ -47,56 +55,27 @@ pub struct TrainedClassifier {
     pub rounds: Vec<RoundLog>,
 }
 
+/// What a student learns for every pool image: a distribution per row (`rows × classes`).
+#[derive(Clone, Debug)]
+pub struct SoftTargets {
+    /// `rows × classes` probabilities; labelled rows are one-hot on their class.
+    pub values: Vec<f32>,
+    /// The teacher's own probabilities, for the round's log.
+    pub teacher: Vec<f32>,
+}
+
 /// Spreading's α (how far labels travel) and steps; Zhou et al.'s usual values.
 const SPREADING_ALPHA: f32 = 0.99;
 const SPREADING_STEPS: usize = 20;
 
-/// Label distributions spread from the labelled rows over the k-NN graph of the classifier's
-/// last hidden layer (its learned features) for every image of `source`.
-fn spread_over_teacher_features(
-    teacher: &Network,
-    source: &Unlabelled<'_>,
-    recipe: &FinetuneRecipe,
+fn options(
+    epochs: usize,
+    batch_size: usize,
+    shift: Option<Shift>,
+    mixup: f32,
     threads: usize,
-) -> Vec<f32> {
-    let depth = teacher.layers.len();
-    let n = source.images.len() / teacher.input_size();
-    let features = teacher.forward_range(source.images, n, 0..depth - 1, threads);
-    let dim = teacher.layer_dims(depth - 1).0;
-    let graph = knn_graph(&features, dim, recipe.spreading_neighbours, threads);
-    spread_labels(
-        &graph,
-        source.labelled_rows,
-        source.labels,
-        teacher.output_size(),
-        SPREADING_ALPHA,
-        SPREADING_STEPS,
-    )
-}
-
-/// Trains `network` (a transferred encoder or a fresh one) on the labelled images; then, if
-/// the recipe has self-training rounds and `unlabelled` is given, replaces it by students
-/// trained on the labels plus the teacher's soft predictions on the unlabelled images.
-#[allow(clippy::too_many_arguments)]
-pub fn train_classifier(
-    mut network: Network,
-    recipe: &FinetuneRecipe,
-    images: &[f32],
-    labels: &[u8],
-    unlabelled: Option<Unlabelled<'_>>,
-    shape: (usize, usize),
-    rng: &mut ChaCha8Rng,
-    threads: usize,
-    observer: &dyn Observer,
-) -> TrainedClassifier {
-    let depth = network.layers.len();
-    let initial = network.clone();
-    let labelled = Examples {
-        inputs: images,
-        targets: Target::Classes(labels),
-        len: labels.len(),
-    };
-    let options = |epochs, batch_size, shift, mixup| FitOptions {
+) -> FitOptions {
+    FitOptions {
         epochs,
         batch_size,
         loss: Loss::SoftmaxCrossEntropy,
@@ -104,146 +83,207 @@ pub fn train_classifier(
         threads,
         shift,
         mixup,
+    }
+}
+
+/// Teacher stage: trains `network` (a transferred encoder or a fresh one) on the labelled
+/// images: the head alone first, then every layer above `recipe.freeze`.
+pub fn teacher(
+    mut network: Network,
+    recipe: &FinetuneRecipe,
+    labelled: Labelled<'_>,
+    rng: &mut ChaCha8Rng,
+    threads: usize,
+    observer: &dyn Observer,
+) -> TrainedClassifier {
+    let depth = network.layers.len();
+    let examples = Examples {
+        inputs: labelled.images,
+        targets: Targets::Classes(labelled.labels),
+        len: labelled.labels.len(),
     };
     let mut phases = Vec::new();
+    let mut phase =
+        |network: &mut Network, name: &str, epochs, optimizer: super::recipe::OptimizerSpec| {
+            let opts = options(epochs, recipe.batch_size, None, 0.0, threads);
+            let mut opt = optimizer.build();
+            let logs = fit(
+                network, &mut opt, &examples, None, &opts, rng, name, observer,
+            );
+            phases.push(PhaseHistory {
+                name: name.into(),
+                loss: "cross-entropy",
+                epochs: logs,
+            });
+        };
     if recipe.head_epochs > 0 {
         network.freeze_lowest(depth - 1);
-        let mut opt = recipe.head_optimizer.build();
-        let opts = options(recipe.head_epochs, recipe.batch_size, None, 0.0);
-        let epochs = fit(
+        phase(
             &mut network,
-            &mut opt,
-            &labelled,
-            None,
-            &opts,
-            rng,
             "head warm-up",
-            observer,
+            recipe.head_epochs,
+            recipe.head_optimizer,
         );
-        phases.push(PhaseHistory {
-            name: "head warm-up".into(),
-            loss: "cross-entropy",
-            epochs,
-        });
     }
     network.freeze_lowest(recipe.freeze);
     if recipe.epochs > 0 {
-        let mut opt = recipe.optimizer.build();
-        let opts = options(recipe.epochs, recipe.batch_size, None, 0.0);
-        let epochs = fit(
-            &mut network,
-            &mut opt,
-            &labelled,
-            None,
-            &opts,
-            rng,
-            "fine-tune",
-            observer,
-        );
-        phases.push(PhaseHistory {
-            name: "fine-tune".into(),
-            loss: "cross-entropy",
-            epochs,
-        });
-    }
-
-    let mut rounds = Vec::new();
-    let classes = network.output_size();
-    let width = network.input_size();
-    let source = unlabelled.filter(|u| !u.images.is_empty() && recipe.self_training_rounds > 0);
-    if let Some(source) = source {
-        let total = source.images.len() / width;
-        let unlabelled_count = total - source.labelled_rows.len();
-        let shift = Some(Shift {
-            width: shape.0,
-            height: shape.1,
-            max: recipe.self_training_shift,
-        });
-        let mut is_labelled = vec![false; total];
-        source
-            .labelled_rows
-            .iter()
-            .for_each(|&r| is_labelled[r] = true);
-        let unlabelled_rows = || (0..total).filter(|&r| !is_labelled[r]);
-        for round in 1..=recipe.self_training_rounds {
-            let teacher = probabilities(&network, source.images, threads);
-            // Unlabelled rows learn the teacher's distribution, blended with labels spread
-            // over the neighbourhoods of the teacher's last hidden layer; labelled rows learn
-            // their true class.
-            let mut targets = teacher.clone();
-            if recipe.spreading_weight > 0.0 {
-                let spread = spread_over_teacher_features(&network, &source, recipe, threads);
-                let w = recipe.spreading_weight;
-                for (t, s) in targets.iter_mut().zip(&spread) {
-                    *t = (1.0 - w) * *t + w * s;
-                }
-            }
-            for (&row, &label) in source.labelled_rows.iter().zip(source.labels) {
-                let t = &mut targets[row * classes..(row + 1) * classes];
-                t.fill(0.0);
-                t[usize::from(label)] = 1.0;
-            }
-            let mean_teacher_confidence = unlabelled_rows()
-                .map(|r| {
-                    let p = &teacher[r * classes..(r + 1) * classes];
-                    f64::from(p[argmax(p)])
-                })
-                .sum::<f64>()
-                / unlabelled_count.max(1) as f64;
-            let mut student = initial.clone();
-            student.freeze_lowest(recipe.freeze);
-            let mut opt = recipe.self_training_optimizer.build();
-            let examples = Examples {
-                inputs: source.images,
-                targets: Target::Values(&targets),
-                len: total,
-            };
-            let name = format!("self-training {round}");
-            let opts = options(
-                recipe.self_training_epochs,
-                recipe.self_training_batch_size,
-                shift,
-                recipe.self_training_mixup,
-            );
-            let epochs = fit(
-                &mut student,
-                &mut opt,
-                &examples,
-                None,
-                &opts,
-                rng,
-                &name,
-                observer,
-            );
-            phases.push(PhaseHistory {
-                name,
-                loss: "cross-entropy",
-                epochs,
-            });
-            let after = probabilities(&student, source.images, threads);
-            let agree = unlabelled_rows()
-                .filter(|&r| {
-                    let range = r * classes..(r + 1) * classes;
-                    argmax(&after[range.clone()]) == argmax(&teacher[range])
-                })
-                .count();
-            let log = RoundLog {
-                round,
-                unlabelled_images: unlabelled_count,
-                mean_teacher_confidence,
-                student_agreement: agree as f64 / unlabelled_count.max(1) as f64,
-            };
-            observer.note(&format!(
-                "self-training round {round}: student agrees with its teacher on {:.1} % of {unlabelled_count} unlabelled images",
-                100.0 * log.student_agreement
-            ));
-            rounds.push(log);
-            network = student;
-        }
+        phase(&mut network, "fine-tune", recipe.epochs, recipe.optimizer);
     }
     TrainedClassifier {
         network,
         phases,
-        rounds,
+        rounds: Vec::new(),
     }
+}
+
+/// Spreading stage: the teacher's probabilities on every pool image, blended with labels
+/// spread over the k-NN graph of its last hidden layer; labelled rows learn their true class.
+pub fn spreading(
+    teacher: &Network,
+    pool: &Unlabelled<'_>,
+    recipe: &FinetuneRecipe,
+    threads: usize,
+) -> SoftTargets {
+    let classes = teacher.output_size();
+    let probs = probabilities_rows(teacher, pool.images, threads);
+    let mut values = probs.clone();
+    if recipe.spreading_weight > 0.0 {
+        let depth = teacher.layers.len();
+        let features = crate::model::forward_rows(teacher, pool.images, 0..depth - 1, threads);
+        let dim = teacher.layer_dims(depth - 1).0;
+        let graph = knn_graph(&features, dim, recipe.spreading_neighbours, threads);
+        drop(features);
+        let spread = spread_labels(
+            &graph,
+            pool.labelled_rows,
+            pool.labels,
+            classes,
+            SPREADING_ALPHA,
+            SPREADING_STEPS,
+        );
+        let w = recipe.spreading_weight;
+        for (t, s) in values.iter_mut().zip(&spread) {
+            *t = (1.0 - w) * *t + w * s;
+        }
+    }
+    for (&row, &label) in pool.labelled_rows.iter().zip(pool.labels) {
+        let t = &mut values[row * classes..(row + 1) * classes];
+        t.fill(0.0);
+        t[label as usize] = 1.0;
+    }
+    SoftTargets {
+        values,
+        teacher: probs,
+    }
+}
+
+/// Student stage: a fresh copy of `initial` (the pretrained start) learns `targets` over the
+/// whole pool under random shifts and mixup. Returns the student and its round log.
+#[allow(clippy::too_many_arguments)]
+pub fn student(
+    initial: &Network,
+    pool: &Unlabelled<'_>,
+    targets: &SoftTargets,
+    recipe: &FinetuneRecipe,
+    shape: (usize, usize),
+    round: usize,
+    rng: &mut ChaCha8Rng,
+    threads: usize,
+    observer: &dyn Observer,
+) -> (Network, PhaseHistory, RoundLog) {
+    let classes = initial.output_size();
+    let total = pool.images.rows(initial.input_size());
+    let mut is_labelled = vec![false; total];
+    pool.labelled_rows
+        .iter()
+        .for_each(|&r| is_labelled[r] = true);
+    let unlabelled_count = total - pool.labelled_rows.len();
+    let unlabelled_rows = || (0..total).filter(|&r| !is_labelled[r]);
+    let row = |v: &[f32], r: usize| top_class(&v[r * classes..(r + 1) * classes]);
+    let mean_teacher_confidence = unlabelled_rows()
+        .map(|r| f64::from(row(&targets.teacher, r).1))
+        .sum::<f64>()
+        / unlabelled_count.max(1) as f64;
+    let mut network = initial.clone();
+    network.freeze_lowest(recipe.freeze);
+    let mut opt = recipe.self_training_optimizer.build();
+    let examples = Examples {
+        inputs: pool.images,
+        targets: Targets::Values(&targets.values),
+        len: total,
+    };
+    let name = format!("self-training {round}");
+    let shift = Some(Shift {
+        width: shape.0,
+        height: shape.1,
+        max: recipe.self_training_shift,
+    });
+    let opts = options(
+        recipe.self_training_epochs,
+        recipe.self_training_batch_size,
+        shift,
+        recipe.self_training_mixup,
+        threads,
+    );
+    let epochs = fit(
+        &mut network,
+        &mut opt,
+        &examples,
+        None,
+        &opts,
+        rng,
+        &name,
+        observer,
+    );
+    let after = probabilities_rows(&network, pool.images, threads);
+    let agree = unlabelled_rows()
+        .filter(|&r| row(&after, r).0 == row(&targets.teacher, r).0)
+        .count();
+    let log = RoundLog {
+        round,
+        unlabelled_images: unlabelled_count,
+        mean_teacher_confidence,
+        student_agreement: agree as f64 / unlabelled_count.max(1) as f64,
+    };
+    observer.note(&format!(
+        "self-training round {round}: student agrees with its teacher on {:.1} % of {unlabelled_count} unlabelled images",
+        100.0 * log.student_agreement
+    ));
+    let history = PhaseHistory {
+        name,
+        loss: "cross-entropy",
+        epochs,
+    };
+    (network, history, log)
+}
+
+/// Teacher, then (if the recipe has self-training rounds and a pool is given) spreading and
+/// student per round, each student becoming the next round's teacher.
+#[allow(clippy::too_many_arguments)]
+pub fn train_classifier(
+    network: Network,
+    recipe: &FinetuneRecipe,
+    labelled: Labelled<'_>,
+    pool: Option<Unlabelled<'_>>,
+    shape: (usize, usize),
+    rng: &mut ChaCha8Rng,
+    threads: usize,
+    observer: &dyn Observer,
+) -> TrainedClassifier {
+    let initial = network.clone();
+    let mut trained = teacher(network, recipe, labelled, rng, threads, observer);
+    let width = initial.input_size();
+    let pool = pool.filter(|u| u.images.rows(width) > 0 && recipe.self_training_rounds > 0);
+    if let Some(pool) = pool {
+        for round in 1..=recipe.self_training_rounds {
+            let targets = spreading(&trained.network, &pool, recipe, threads);
+            let (network, history, log) = student(
+                &initial, &pool, &targets, recipe, shape, round, rng, threads, observer,
+            );
+            trained.network = network;
+            trained.phases.push(history);
+            trained.rounds.push(log);
+        }
+    }
+    trained
 }

@@ -197,7 +197,7 @@ pub fn scatter_png(
     path: &Path,
     title: &str,
     points: &[[f32; 2]],
-    classes: &[u8],
+    classes: &[u32],
     class_names: &[String],
 ) -> Result<(), PlotError> {
     if points.is_empty() {
@@ -260,7 +260,7 @@ pub fn scatter_png(
             Circle::new(
                 (f64::from(p[0]), f64::from(p[1])),
                 radius,
-                class_color(usize::from(c)).mix(alpha).filled(),
+                class_color(c as usize).mix(alpha).filled(),
             )
         }))?;
 
@@ -301,7 +301,7 @@ pub fn tsne_png(
     title: &str,
     codes: &[f32],
     dim: usize,
-    classes: &[u8],
+    classes: &[u32],
     class_names: &[String],
     seed: u64,
 ) -> Result<Vec<[f32; 2]>, PlotError> {
@@ -925,14 +925,14 @@ fn luminance(c: RGBColor) -> f64 {
 }
 
 /// Checks that there is at least one class name and every class indexes one.
-fn check_classes(path: &Path, classes: &[u8], class_names: &[String]) -> Result<(), PlotError> {
+fn check_classes(path: &Path, classes: &[u32], class_names: &[String]) -> Result<(), PlotError> {
     if class_names.is_empty() {
         return Err(input_err(path, "no class names"));
     }
     if let Some((i, &c)) = classes
         .iter()
         .enumerate()
-        .find(|(_, &c)| usize::from(c) >= class_names.len())
+        .find(|(_, &c)| c as usize >= class_names.len())
     {
         return Err(input_err(
             path,
@@ -1145,7 +1145,7 @@ mod tests {
         let path = dir.path().join("scatter.png");
         let xs = noise(60, 3);
         let points: Vec<[f32; 2]> = xs.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
-        let classes: Vec<u8> = (0..30).map(|i| (i % 3) as u8).collect();
+        let classes: Vec<u32> = (0..30).map(|i| i % 3).collect();
         scatter_png(&path, "scatter", &points, &classes, &names(3)).unwrap();
         assert_png(&path);
 
@@ -1170,9 +1170,9 @@ mod tests {
         let path = dir.path().join("tsne.png");
         let (n, dim) = (40, 5);
         let mut codes = noise(n * dim, 4);
-        let classes: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+        let classes: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
         for (row, &c) in codes.chunks_exact_mut(dim).zip(&classes) {
-            row[0] += 5.0 * f32::from(c);
+            row[0] += 5.0 * c as f32;
         }
         let points = tsne_png(&path, "t-SNE", &codes, dim, &classes, &names(2), 7).unwrap();
         assert_eq!(points.len(), n);
@@ -1185,7 +1185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny_tsne.png");
         let codes = noise(TSNE_MIN_POINTS * 3, 6);
-        let classes = vec![0u8; TSNE_MIN_POINTS];
+        let classes = vec![0u32; TSNE_MIN_POINTS];
         let points = tsne_png(&path, "tiny", &codes, 3, &classes, &names(1), 3).unwrap();
         assert_eq!(points.len(), TSNE_MIN_POINTS);
         assert_png(&path);
@@ -1212,8 +1212,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tsne.png");
         let codes = noise(40 * 5, 5);
-        let classes = vec![0u8; 40];
-        let run = |codes: &[f32], dim: usize, classes: &[u8]| {
+        let classes = vec![0u32; 40];
+        let run = |codes: &[f32], dim: usize, classes: &[u32]| {
             tsne_png(&path, "t", codes, dim, classes, &names(1), 1)
         };
         assert!(matches!(

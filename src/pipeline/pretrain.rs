@@ -1,8 +1,10 @@
 //! Pretraining the stacked autoencoder on unlabelled images: joint, tied or greedy.
 
 use super::recipe::{PretrainMode, PretrainRecipe};
-use crate::model::{autoencoder, stack_autoencoders, Activation, Decoder, Loss, Network, Target};
-use crate::train::{evaluate, fit, EpochLog, Examples, FitOptions, Observer};
+use crate::model::{
+    autoencoder, forward_rows, stack_autoencoders, Activation, Decoder, Inputs, Loss, Network,
+};
+use crate::train::{evaluate, fit, EpochLog, Examples, FitOptions, Observer, Targets};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
@@ -33,14 +35,14 @@ pub struct Pretrained {
 /// Trains an autoencoder on `images` (`n × widths[0]`) following `recipe`.
 pub fn pretrain(
     recipe: &PretrainRecipe,
-    images: &[f32],
-    valid: &[f32],
+    images: Inputs<'_>,
+    valid: Inputs<'_>,
     rng: &mut ChaCha8Rng,
     threads: usize,
     observer: &dyn Observer,
 ) -> Pretrained {
     let width = recipe.widths[0];
-    let (n, n_valid) = (images.len() / width, valid.len() / width);
+    let (n, n_valid) = (images.rows(width), valid.rows(width));
     let options = |loss| FitOptions {
         epochs: recipe.epochs,
         batch_size: recipe.batch_size,
@@ -61,12 +63,12 @@ pub fn pretrain(
             let mut opt = recipe.optimizer.build();
             let train = Examples {
                 inputs: images,
-                targets: Target::Values(images),
+                targets: Targets::Inputs,
                 len: n,
             };
             let val = Examples {
                 inputs: valid,
-                targets: Target::Values(valid),
+                targets: Targets::Inputs,
                 len: n_valid,
             };
             let loss = Loss::BinaryCrossEntropy;
@@ -92,7 +94,8 @@ pub fn pretrain(
         PretrainMode::Greedy => {
             let mut parts = Vec::new();
             let mut phases = Vec::new();
-            let (mut inputs, mut val_inputs) = (images.to_vec(), valid.to_vec());
+            // The outer layer reads the images; each inner one the codes of the layer below.
+            let (mut codes, mut val_codes): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
             for i in 0..recipe.widths.len() - 1 {
                 let outer = i == 0;
                 let (output, loss, opt) = if outer {
@@ -111,14 +114,19 @@ pub fn pretrain(
                 let mut part =
                     autoencoder(&recipe.widths[i..i + 2], Decoder::Separate, output, rng);
                 let mut opt = opt.build();
+                let (inputs, val_inputs) = if outer {
+                    (images, valid)
+                } else {
+                    (Inputs::Floats(&codes), Inputs::Floats(&val_codes))
+                };
                 let train = Examples {
-                    inputs: &inputs,
-                    targets: Target::Values(&inputs),
+                    inputs,
+                    targets: Targets::Inputs,
                     len: n,
                 };
                 let val = Examples {
-                    inputs: &val_inputs,
-                    targets: Target::Values(&val_inputs),
+                    inputs: val_inputs,
+                    targets: Targets::Inputs,
                     len: n_valid,
                 };
                 let mut opts = options(loss);
@@ -142,8 +150,9 @@ pub fn pretrain(
                     loss: if outer { "bce" } else { "mse" },
                     epochs,
                 });
-                inputs = part.forward_range(&inputs, n, 0..1, threads);
-                val_inputs = part.forward_range(&val_inputs, n_valid, 0..1, threads);
+                let next = forward_rows(&part, inputs, 0..1, threads);
+                let next_valid = forward_rows(&part, val_inputs, 0..1, threads);
+                (codes, val_codes) = (next, next_valid);
                 parts.push(part);
             }
             (stack_autoencoders(&parts), phases)
@@ -151,7 +160,7 @@ pub fn pretrain(
     };
     let val = Examples {
         inputs: valid,
-        targets: Target::Values(valid),
+        targets: Targets::Inputs,
         len: n_valid,
     };
     let (valid_bce, valid_rounded_accuracy) =

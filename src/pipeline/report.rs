@@ -3,6 +3,7 @@
 use super::classifier::RoundLog;
 use super::pretrain::PhaseHistory;
 use super::recipe::{Preset, PretrainMode, Recipe};
+use crate::data::{Skipped, SourceKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,11 +79,14 @@ pub struct PretrainReport {
 /// The classifier's test-set results.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassifierReport {
-    /// Accuracy on the test images.
-    pub test_accuracy: f64,
-    /// Recall of each class on the test images.
+    /// What the accuracy was measured on: the test set, or (without one) nothing but the
+    /// cross-validation over the labelled images (`auto_label.cross_validated_accuracy`).
+    pub evaluated_on: String,
+    /// Accuracy on the test images (`null` without a test set).
+    pub test_accuracy: Option<f64>,
+    /// Recall of each class on the test images (empty without a test set).
     pub per_class_accuracy: Vec<f64>,
-    /// `confusion[true][predicted]` on the test images.
+    /// `confusion[true][predicted]` on the test images (empty without a test set).
     pub confusion: Vec<Vec<u64>>,
     /// Class names in index order.
     pub class_names: Vec<String>,
@@ -97,8 +101,8 @@ pub struct ClassifierReport {
 pub struct BaselineReport {
     /// What was trained.
     pub description: String,
-    /// Accuracy on the test images.
-    pub test_accuracy: f64,
+    /// Accuracy on the test images (`null` without a test set).
+    pub test_accuracy: Option<f64>,
 }
 
 /// Baselines trained on the same labelled images in the same run.
@@ -126,8 +130,8 @@ pub struct AutoLabelReport {
     pub calibration_coverage: f64,
     /// Accuracy of the accepted out-of-fold predictions (`null` when none is accepted).
     pub calibration_accuracy: Option<f64>,
-    /// Fraction of test images accepted.
-    pub test_coverage: f64,
+    /// Fraction of test images accepted (`null` without a test set).
+    pub test_coverage: Option<f64>,
     /// Accuracy of the accepted test predictions (`null` when none is accepted).
     pub test_accuracy: Option<f64>,
 }
@@ -135,8 +139,22 @@ pub struct AutoLabelReport {
 /// Sizes of the data the run used.
 #[derive(Clone, Debug, Serialize)]
 pub struct DataReport {
+    /// `idx` or `folder`.
+    pub source: SourceKind,
     /// Directory read.
     pub dir: String,
+    /// The `--labels-file` CSV, if one labelled the folder.
+    pub labels_file: Option<String>,
+    /// The `--test` directory, if one was given.
+    pub test_dir: Option<String>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Width and height every image was converted to (the model's input).
+    pub input_size: [usize; 2],
+    /// Image files left out because they could not be decoded (see the warnings).
+    pub skipped_images: usize,
+    /// The files left out and why.
+    pub skipped: Vec<Skipped>,
     /// Training images (all used, without labels, for pretraining).
     pub train_images: usize,
     /// Validation images (autoencoder validation and t-SNE).
@@ -188,6 +206,10 @@ fn pct(x: f64) -> String {
     format!("{:.2} %", 100.0 * x)
 }
 
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "– (no test set)".into(), pct)
+}
+
 impl Report {
     /// The same story as `report.json`, for a person.
     pub fn to_markdown(&self) -> String {
@@ -198,53 +220,58 @@ impl Report {
             "Preset **{:?}**, {} labels, seed {}, {} thread(s); whole run {:.1} s.\n",
             self.preset, self.labels, self.seed, self.threads, self.wall_seconds
         );
-        let d = &self.data;
+        self.data_markdown(&mut s);
         let _ = writeln!(
             s,
-            "Data from `{}`: {} training images pretrain the autoencoder without labels; {} labelled \
-             images train the classifier; the labels of the other {} are never read. {} validation and \
-             {} test images.\n",
-            d.dir, d.train_images, d.labelled, d.unlabelled, d.valid_images, d.test_images
+            "## Headline\n\nMeasured on: {}.\n\n| model | test accuracy |\n|---|---|",
+            self.classifier.evaluated_on
         );
-        let _ = writeln!(s, "## Headline\n\n| model | test accuracy |\n|---|---|");
         let _ = writeln!(
             s,
             "| aelabel classifier ({:?} recipe) | **{}** |",
             self.preset,
-            pct(self.classifier.test_accuracy)
+            opt_pct(self.classifier.test_accuracy)
         );
         let _ = writeln!(
             s,
             "| {} | {} |",
             self.baselines.scratch.description,
-            pct(self.baselines.scratch.test_accuracy)
+            opt_pct(self.baselines.scratch.test_accuracy)
         );
         let _ = writeln!(
             s,
             "| {} | {} |\n",
             self.baselines.logreg_pixels.description,
-            pct(self.baselines.logreg_pixels.test_accuracy)
+            opt_pct(self.baselines.logreg_pixels.test_accuracy)
+        );
+        let _ = writeln!(
+            s,
+            "Cross-validated accuracy over the labelled images: **{}**.\n",
+            pct(self.auto_label.cross_validated_accuracy)
         );
         for (k, v) in &self.gain_points {
             let _ = writeln!(s, "- gain over {k}: {v:+.2} points");
         }
         let a = &self.auto_label;
-        if let (Some(calibration_accuracy), Some(test_accuracy)) =
-            (a.calibration_accuracy, a.test_accuracy)
-        {
+        if let Some(calibration_accuracy) = a.calibration_accuracy {
+            let on_test = match a.test_coverage {
+                Some(coverage) => format!(
+                    "On the test set that accepts **{}** of the images, and {} of those are right",
+                    pct(coverage),
+                    opt_pct(a.test_accuracy)
+                ),
+                None => "There is no test set to check it on".into(),
+            };
             let _ = writeln!(
             s,
             "\n## Auto-labelling\n\nPredictions with confidence ≥ **{:.4}** are auto-accepted, chosen by {} for a \
-             target accuracy of {} (out-of-fold accuracy {}, accepted {} at {}). On the test set that accepts \
-             **{}** of the images, and {} of those are right; the rest go to review.\n",
+             target accuracy of {} (out-of-fold accuracy {}, accepted {} at {}). {on_test}; the rest go to review.\n",
             a.threshold,
             a.calibration,
             pct(a.target_accuracy),
             pct(a.cross_validated_accuracy),
             pct(a.calibration_coverage),
             pct(calibration_accuracy),
-            pct(a.test_coverage),
-            pct(test_accuracy)
         );
         } else {
             let _ = writeln!(
@@ -329,6 +356,38 @@ impl Report {
             let _ = writeln!(s, "![{a}]({a})\n");
         }
         s
+    }
+}
+
+impl Report {
+    fn data_markdown(&self, s: &mut String) {
+        let d = &self.data;
+        let _ = writeln!(
+            s,
+            "Data from `{}` ({:?}, {} classes, {}×{} grayscale): {} training images pretrain the autoencoder \
+             without labels; {} labelled images train the classifier; the other {} are used without labels. \
+             {} validation and {} test images.\n",
+            d.dir,
+            d.source,
+            d.classes,
+            d.input_size[0],
+            d.input_size[1],
+            d.train_images,
+            d.labelled,
+            d.unlabelled,
+            d.valid_images,
+            d.test_images
+        );
+        if d.skipped_images > 0 {
+            let _ = writeln!(
+                s,
+                "**{} image file(s) could not be decoded and were left out**, e.g. `{}`.\n",
+                d.skipped_images,
+                d.skipped
+                    .first()
+                    .map_or(String::new(), |k| k.path.display().to_string())
+            );
+        }
     }
 }
 

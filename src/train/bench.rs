@@ -1,7 +1,7 @@
 //! `aelabel bench train`: times joint pretraining epochs of the reference recipe.
 
-use super::{fit, Examples, FitOptions, Optimizer, Silent};
-use crate::model::{autoencoder, Activation, Decoder, Loss, Target};
+use super::{fit, Examples, FitOptions, Optimizer, Silent, Targets};
+use crate::model::{autoencoder, Activation, Decoder, Inputs, Loss};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -28,7 +28,7 @@ pub struct TrainBench {
 /// Trains the reference 784-100-30-100-784 autoencoder (SGD 1.5, batch 32) for `epochs` epochs
 /// on `images` (`n × 784`) and times each epoch.
 pub fn bench_train(
-    images: &[f32],
+    images: Inputs<'_>,
     n: usize,
     widths: &[usize],
     epochs: usize,
@@ -48,7 +48,7 @@ pub fn bench_train(
     };
     let train = Examples {
         inputs: images,
-        targets: Target::Values(images),
+        targets: Targets::Inputs,
         len: n,
     };
     let logs = fit(

@@ -3,27 +3,27 @@
 use serde::Serialize;
 
 /// Predicted class and confidence (max probability) per example from `probs` (`n × classes`).
-pub fn predictions(probs: &[f32], classes: usize) -> Vec<(u8, f32)> {
+pub fn predictions(probs: &[f32], classes: usize) -> Vec<(u32, f32)> {
     probs
         .chunks_exact(classes)
         .map(|row| {
-            let c = crate::model::net::argmax(row);
-            (c as u8, row[c])
+            let (c, confidence) = crate::model::top_class(row);
+            (c as u32, confidence)
         })
         .collect()
 }
 
 /// Fraction of predictions equal to the truth.
-pub fn accuracy(predicted: &[u8], truth: &[u8]) -> f64 {
+pub fn accuracy(predicted: &[u32], truth: &[u32]) -> f64 {
     let hits = predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
     hits as f64 / truth.len().max(1) as f64
 }
 
 /// `confusion[true][predicted]` counts.
-pub fn confusion(predicted: &[u8], truth: &[u8], classes: usize) -> Vec<Vec<u64>> {
+pub fn confusion(predicted: &[u32], truth: &[u32], classes: usize) -> Vec<Vec<u64>> {
     let mut m = vec![vec![0u64; classes]; classes];
     for (&p, &t) in predicted.iter().zip(truth) {
-        m[usize::from(t)][usize::from(p)] += 1;
+        m[t as usize][p as usize] += 1;
     }
     m
 }

@@ -1,26 +1,38 @@
 //! Training loops, optimisers and metrics; progress goes through an [`Observer`], never stdout.
 
 pub mod bench;
+pub mod folds;
 pub mod metrics;
 mod optim;
 pub mod spreading;
 
 pub use optim::Optimizer;
 
-use crate::model::{Loss, Network, Target, Workspace};
+use crate::model::{Inputs, Loss, Network, Target, Workspace, CHUNK_ROWS};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Instant;
 
+/// What a network learns to output for each example.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// The clean input itself (an autoencoder), read through the same [`Inputs`].
+    Inputs,
+    /// Values (`len × output width`): codes, or one distribution per row for soft labels.
+    Values(&'a [f32]),
+    /// One class per example.
+    Classes(&'a [u32]),
+}
+
 /// Inputs with their targets.
 #[derive(Clone, Copy, Debug)]
 pub struct Examples<'a> {
-    /// `len × width` row-major inputs.
-    pub inputs: &'a [f32],
-    /// Targets: values (`len × output width`) or one class per example.
-    pub targets: Target<'a>,
+    /// `len × width` row-major inputs, floats or 8-bit pixels (converted per batch).
+    pub inputs: Inputs<'a>,
+    /// What the network should output for each input.
+    pub targets: Targets<'a>,
     /// Number of examples.
     pub len: usize,
 }
@@ -159,16 +171,27 @@ pub fn metric_name(loss: Loss) -> &'static str {
 
 /// Mean loss and metric of `net` on `examples`.
 pub fn evaluate(net: &Network, examples: &Examples<'_>, loss: Loss, threads: usize) -> (f64, f64) {
-    let s = net.evaluate(
-        examples.inputs,
-        examples.targets,
-        loss,
-        examples.len,
-        threads,
-    );
+    let (in_width, out_width) = (net.input_size(), net.output_size());
+    let (mut loss_sum, mut hits, mut hit_total) = (0.0, 0.0, 0.0);
+    let mut scratch = Vec::new();
+    let mut start = 0;
+    while start < examples.len {
+        let m = CHUNK_ROWS.min(examples.len - start);
+        let x = examples.inputs.chunk(start, m, in_width, &mut scratch);
+        let target = match examples.targets {
+            Targets::Inputs => Target::Values(x),
+            Targets::Values(v) => Target::Values(&v[start * out_width..]),
+            Targets::Classes(c) => Target::Classes(&c[start..]),
+        };
+        let s = net.evaluate(x, target, loss, m, threads);
+        loss_sum += s.loss_sum;
+        hits += s.hits;
+        hit_total += s.hit_total;
+        start += m;
+    }
     (
-        s.loss_sum / examples.len as f64,
-        s.hits / s.hit_total.max(1.0),
+        loss_sum / examples.len as f64,
+        hits / f64::max(hit_total, 1.0),
     )
 }
 
@@ -192,6 +215,7 @@ pub fn fit(
     let mut ws = Workspace::default();
     let mut order: Vec<usize> = (0..train.len).collect();
     let mut x = vec![0.0f32; batch * in_width];
+    let mut unshifted = vec![0.0f32; in_width];
     let mut values = Vec::new();
     let mut mix_scratch = (Vec::new(), Vec::new());
     let mut classes = Vec::new();
@@ -203,7 +227,6 @@ pub fn fit(
         for chunk in order.chunks(batch) {
             let n = chunk.len();
             for (row, &i) in x.chunks_exact_mut(in_width).zip(chunk) {
-                let image = &train.inputs[i * in_width..(i + 1) * in_width];
                 match options.shift {
                     Some(shift) if shift.max > 0 => {
                         let m = shift.max as i64;
@@ -211,10 +234,18 @@ pub fn fit(
                             rng.random_range(-m..=m) as isize,
                             rng.random_range(-m..=m) as isize,
                         );
-                        shift.apply(image, dx, dy, row);
+                        train.inputs.row_into(i, &mut unshifted);
+                        shift.apply(&unshifted, dx, dy, row);
                     }
-                    _ => row.copy_from_slice(image),
+                    _ => train.inputs.row_into(i, row),
                 }
+            }
+            // An autoencoder's target is its clean input: keep it before noise alters `x`.
+            let reconstruct = matches!(train.targets, Targets::Inputs);
+            let target_is_x = reconstruct && options.input_noise == 0.0 && options.mixup == 0.0;
+            if reconstruct && !target_is_x {
+                values.clear();
+                values.extend_from_slice(&x[..n * in_width]);
             }
             if options.input_noise > 0.0 {
                 for v in &mut x[..n * in_width] {
@@ -223,21 +254,17 @@ pub fn fit(
                     }
                 }
             }
-            // A plain autoencoder's targets are its (unaltered) inputs: reuse the gathered batch.
-            let target_is_input = matches!(train.targets, Target::Values(t) if std::ptr::eq(t, train.inputs))
-                && options.input_noise == 0.0
-                && options.mixup == 0.0
-                && options.shift.is_none_or(|s| s.max == 0);
             let target = match train.targets {
-                Target::Values(_) if target_is_input => Target::Values(&x[..n * in_width]),
-                Target::Values(t) => {
+                Targets::Inputs if target_is_x => Target::Values(&x[..n * in_width]),
+                Targets::Inputs => Target::Values(&values),
+                Targets::Values(t) => {
                     values.clear();
                     for &i in chunk {
                         values.extend_from_slice(&t[i * out_width..(i + 1) * out_width]);
                     }
                     Target::Values(&values)
                 }
-                Target::Classes(c) => {
+                Targets::Classes(c) => {
                     classes.clear();
                     classes.extend(chunk.iter().map(|&i| c[i]));
                     Target::Classes(&classes)

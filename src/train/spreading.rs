@@ -79,7 +79,7 @@ fn top_k(row: &[f32], itself: usize, out: &mut [(u32, f32)]) {
 pub fn spread_labels(
     graph: &KnnGraph,
     labelled_rows: &[usize],
-    labels: &[u8],
+    labels: &[u32],
     classes: usize,
     alpha: f32,
     iterations: usize,
@@ -94,7 +94,7 @@ pub fn spread_labels(
     }
     let mut seed = vec![0.0f32; n * classes];
     for (&row, &label) in labelled_rows.iter().zip(labels) {
-        seed[row * classes + usize::from(label)] = 1.0;
+        seed[row * classes + label as usize] = 1.0;
     }
     let mut f = seed.clone();
     let mut next = vec![0.0f32; n * classes];

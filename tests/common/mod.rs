@@ -3,6 +3,7 @@
 
 pub mod server;
 
+use aelabel::data::DataOptions;
 use aelabel::pipeline::{PipelineConfig, Preset};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,17 +11,21 @@ use std::path::{Path, PathBuf};
 /// A pipeline run on a small slice of the real data (seconds, not minutes), writing to `out`.
 pub fn quick_pipeline_config(out: &Path) -> PipelineConfig {
     PipelineConfig {
-        data_dir: data_dir(),
+        data: DataOptions {
+            dir: data_dir(),
+            ..DataOptions::default()
+        },
         out_dir: out.to_path_buf(),
         preset: Preset::Default,
-        labels: 200,
+        labels: Some(200),
+        valid_fraction: None,
         seed: 3,
         threads: 1,
         mode: None,
         layers: None,
         freeze: None,
-        pretrain_epochs: Some(2),
-        finetune_epochs: Some(10),
+        pretrain_epochs: None,
+        finetune_epochs: None,
         self_training_rounds: None,
         target_accuracy: 0.9,
         train_limit: Some(4000),

@@ -229,7 +229,7 @@ pub fn stratified_subset(
     }
     if n > labels.len() {
         return Err(DataError::Subset(format!(
-            "--labels {n} is larger than the {} labelled training images available",
+            "--labels {n} is larger than the {} training images that have labels",
             labels.len()
         )));
     }

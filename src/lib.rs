@@ -15,3 +15,4 @@ pub mod progress;
 pub mod service;
 pub mod telemetry;
 pub mod train;
+pub mod wire;

@@ -1,9 +1,9 @@
-//! The inference engine skips work whose caller has gone away.
+//! The inference engine skips work whose caller has gone away and labels with domain predictions.
 
 mod common;
 
-use aelabel::inference::{Engine, EngineConfig, EngineObserver, ImageBatch, Task};
-use aelabel::model::Model;
+use aelabel::inference::{Engine, EngineConfig, EngineObserver, ImageBatch, NoObserver, Task};
+use aelabel::model::{top_class, Model};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,4 +53,35 @@ async fn a_job_dropped_before_it_runs_is_never_computed() {
 
     // C ran after B's turn, so B has been seen and skipped: only A's and C's images were computed.
     assert_eq!(counter.0.load(Ordering::SeqCst), 1024 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_predicts_the_most_probable_class_with_the_model_class_names() {
+    let model = Model::load(common::server::model_path()).unwrap();
+    let size = model.meta.input_width * model.meta.input_height;
+    let names = model.meta.class_names.clone();
+    let engine = Engine::start(model, &EngineConfig::default(), Arc::new(NoObserver)).unwrap();
+    let (images, _) = common::server::test_images(16);
+
+    let probabilities = engine
+        .submit(Task::Label, ImageBatch::new(images.clone(), size).unwrap())
+        .unwrap()
+        .await
+        .unwrap();
+    let threshold = 0.9;
+    let predictions = engine
+        .label(ImageBatch::new(images, size).unwrap(), threshold)
+        .unwrap()
+        .await
+        .unwrap();
+
+    assert_eq!(predictions.len(), 16);
+    for (i, p) in predictions.iter().enumerate() {
+        let (class, confidence) = top_class(probabilities.row(i));
+        assert_eq!(p.class_index, class);
+        assert_eq!(p.class_name, names[class]);
+        assert_eq!(p.confidence, confidence);
+        assert_eq!(p.probabilities, probabilities.row(i));
+        assert_eq!(p.needs_review, confidence < threshold);
+    }
 }

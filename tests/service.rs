@@ -2,9 +2,9 @@
 
 mod common;
 
-use aelabel::model::{encoder_depth, Model};
+use aelabel::model::{encoder_depth, top_class, Model};
 use aelabel::pipeline::probabilities;
-use aelabel::service::proto as pb;
+use aelabel::wire as pb;
 use common::server::{config, model_path, raw_image, test_images, TestServer};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
@@ -94,11 +94,11 @@ async fn every_rpc_returns_what_the_in_process_model_computes() {
     for (i, p) in labelled.predictions.iter().enumerate() {
         let row = &probs[i * 10..(i + 1) * 10];
         assert_close(&p.probabilities, row, "probabilities");
-        let best = aelabel::model::net::argmax(row);
+        let (best, confidence) = top_class(row);
         assert_eq!(p.class_index as usize, best);
         assert_eq!(p.class_name, model.meta.class_names[best]);
-        assert_eq!(p.confidence, row[best]);
-        assert_eq!(p.needs_review, row[best] < 0.8);
+        assert_eq!(p.confidence, confidence);
+        assert_eq!(p.needs_review, confidence < 0.8);
     }
 
     let info = client
@@ -131,7 +131,7 @@ async fn label_accuracy_over_the_test_slice_equals_in_process_accuracy() {
     let local: usize = probs
         .chunks_exact(10)
         .zip(&labels)
-        .filter(|(p, &l)| aelabel::model::net::argmax(p) == usize::from(l))
+        .filter(|(p, &l)| top_class(p).0 == usize::from(l))
         .count();
     let mut remote = 0;
     for (chunk, truth) in pixels.chunks(250 * 784).zip(labels.chunks(250)) {
@@ -487,7 +487,7 @@ async fn concurrent_clients_and_a_long_stream_get_correct_ordered_results() {
     let probs = probabilities(&model.classifier, &as_floats(&pixels), 1);
     let expected: Vec<u32> = probs
         .chunks_exact(10)
-        .map(|p| aelabel::model::net::argmax(p) as u32)
+        .map(|p| top_class(p).0 as u32)
         .collect();
     let server = TestServer::default().await;
 

@@ -2,8 +2,7 @@
 //! own connection, send the same request back to back for `duration` and time every answer.
 
 use super::{connect, ClientError};
-use crate::service::metrics::code_name;
-use crate::service::proto as pb;
+use crate::wire::{self as pb, code_name};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! What the client commands read: IDX files, folders of PNG/JPEG files, single image files.
 
 use crate::data::{read_idx_images, read_idx_labels, DataError};
-use crate::service::proto as pb;
+use crate::wire as pb;
 use std::path::{Path, PathBuf};
 
 /// One image to send, with the id its result row carries.

@@ -5,8 +5,7 @@ pub mod bench;
 pub mod inputs;
 pub mod output;
 
-use crate::service::metrics::code_name;
-use crate::service::proto as pb;
+use crate::wire::{self as pb, code_name};
 use indicatif::{ProgressBar, ProgressStyle};
 use inputs::{InputError, Inputs, Item};
 use pb::labeller_client::LabellerClient;

@@ -4,11 +4,14 @@
 //! Callers hand over validated [`ImageBatch`]es and get a [`Pending`] result back; the engine's
 //! worker thread takes every job waiting in its queue (up to `max_batch` images, waiting at
 //! most `max_queue_delay` for more), runs one forward pass per task on the merged images inside
-//! its own rayon pool, and splits the outputs back. Nothing here knows about gRPC.
+//! its own rayon pool, and splits the outputs back. [`Engine::label`] turns class
+//! probabilities into domain [`Prediction`]s. Nothing here knows about gRPC.
 
 mod batcher;
+mod prediction;
 
 pub use batcher::Pending;
+pub use prediction::{PendingLabels, Prediction};
 
 use crate::model::{encode, probabilities, Model, ModelMeta};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -201,7 +204,7 @@ fn compute(model: &Model, task: Task, pixels: &[u8], n: usize, threads: usize) -
 
 /// A loaded model serving batched work on a dedicated worker thread and thread pool.
 pub struct Engine {
-    meta: ModelMeta,
+    meta: Arc<ModelMeta>,
     image_size: usize,
     max_batch: usize,
     runner: Arc<Runner>,
@@ -223,7 +226,7 @@ impl Engine {
             .thread_name(|i| format!("aelabel-infer-{i}"))
             .build()
             .map_err(|e| EngineError::Threads(e.to_string()))?;
-        let meta = model.meta.clone();
+        let meta = Arc::new(model.meta.clone());
         let image_size = meta.input_width * meta.input_height;
         let runner = Arc::new(Runner {
             model,
@@ -295,6 +298,22 @@ impl Engine {
             EngineError::Stopped
         })?;
         Ok(pending)
+    }
+
+    /// Queues `images` for labelling; the returned [`PendingLabels`] yields one
+    /// [`Prediction`] per image, named by this model's class names, that needs review when its
+    /// confidence is below `review_threshold`. Dropping it cancels the job like [`Pending`].
+    pub fn label(
+        &self,
+        images: ImageBatch,
+        review_threshold: f32,
+    ) -> Result<PendingLabels, EngineError> {
+        let output = self.submit(Task::Label, images)?;
+        Ok(PendingLabels::new(
+            output,
+            self.meta.clone(),
+            review_threshold,
+        ))
     }
 
     /// Runs `task` on `images` right now on the calling thread with the engine's pool,

@@ -139,11 +139,11 @@ pub fn forward_rows(
     out
 }
 
-/// The most probable class of one probability row and its probability (the confidence): the
-/// one argmax rule shared by the pipeline, the engine and the metrics (first index on ties).
+/// The most probable class in one image's `probabilities` and its probability (the
+/// prediction's confidence). The first index wins a tie; an empty slice gives `(0, 0.0)`.
 pub fn top_class(probabilities: &[f32]) -> (usize, f32) {
-    let c = net::argmax(probabilities);
-    (c, probabilities[c])
+    let class = net::argmax(probabilities);
+    (class, probabilities.get(class).copied().unwrap_or(0.0))
 }
 
 /// Number of encoder layers of an autoencoder built by [`autoencoder`].
@@ -281,4 +281,22 @@ pub fn stack_autoencoders(parts: &[Network]) -> Network {
         });
     }
     net
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_class;
+
+    #[test]
+    fn top_class_takes_the_largest_value_and_the_first_on_ties() {
+        assert_eq!(top_class(&[0.1, 0.6, 0.3]), (1, 0.6));
+        assert_eq!(top_class(&[0.2, 0.4, 0.4]), (1, 0.4));
+        assert_eq!(top_class(&[0.25, 0.25, 0.25, 0.25]), (0, 0.25));
+    }
+
+    #[test]
+    fn top_class_of_a_single_value_is_that_value() {
+        assert_eq!(top_class(&[0.7]), (0, 0.7));
+        assert_eq!(top_class(&[]), (0, 0.0));
+    }
 }

@@ -4,11 +4,10 @@
 //! input size, or the request is refused with `INVALID_ARGUMENT` naming the field and the index
 //! of the first bad image.
 
-use super::proto as pb;
 use crate::data::{decode_to_input, raw_to_input, ImageError, ImageLimits};
-use crate::inference::{ImageBatch, Output};
-use crate::model::net::argmax;
+use crate::inference::{ImageBatch, Output, Prediction};
 use crate::model::ModelMeta;
+use crate::wire as pb;
 use tonic::Status;
 
 /// What the server accepts in one request.
@@ -147,33 +146,28 @@ pub fn reconstruct_response(
     }
 }
 
-/// Predictions in request order.
+/// Predictions in request order, paired with the request's image ids.
 pub fn label_response(
     ids: Vec<String>,
-    output: &Output,
+    predictions: Vec<Prediction>,
     threshold: f32,
-    meta: &ModelMeta,
+    version: &str,
 ) -> pb::LabelResponse {
     pb::LabelResponse {
         predictions: ids
             .into_iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let probabilities = output.row(i);
-                let class = argmax(probabilities);
-                let confidence = probabilities[class];
-                pb::Prediction {
-                    id,
-                    class_index: class as u32,
-                    class_name: meta.class_names.get(class).cloned().unwrap_or_default(),
-                    confidence,
-                    probabilities: probabilities.to_vec(),
-                    needs_review: confidence < threshold,
-                }
+            .zip(predictions)
+            .map(|(id, p)| pb::Prediction {
+                id,
+                class_index: p.class_index as u32,
+                class_name: p.class_name,
+                confidence: p.confidence,
+                probabilities: p.probabilities,
+                needs_review: p.needs_review,
             })
             .collect(),
         review_threshold: threshold,
-        model_version: meta.version.clone(),
+        model_version: version.to_string(),
     }
 }
 

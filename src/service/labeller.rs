@@ -3,8 +3,8 @@
 
 use super::convert::{self, ImageRules, ParsedImages};
 use super::metrics::Metrics;
-use super::proto as pb;
-use crate::inference::{Engine, EngineError, Output, Task};
+use crate::inference::{Engine, EngineError, Output, Prediction, Task};
+use crate::wire::{self as pb, code_name};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -119,18 +119,42 @@ impl Shared {
         task: Task,
         parsed: ParsedImages,
         slot: Slot,
-    ) -> Result<impl Future<Output = Result<(Vec<String>, Output), Status>>, Status> {
+    ) -> Result<impl Future<Output = Answer<Output>>, Status> {
         let pending = self
             .engine
             .submit(task, parsed.images)
             .map_err(engine_status)?;
-        let ids = parsed.ids;
-        Ok(async move {
-            let output = pending.await.map_err(engine_status)?;
-            drop(slot);
-            Ok((ids, output))
-        })
+        Ok(hold_slot(slot, parsed.ids, pending))
     }
+
+    /// Queues the parsed images for labelling; the returned future holds the in-flight slot
+    /// until the predictions are in.
+    fn label(
+        &self,
+        parsed: ParsedImages,
+        review_threshold: f32,
+        slot: Slot,
+    ) -> Result<impl Future<Output = Answer<Vec<Prediction>>>, Status> {
+        let pending = self
+            .engine
+            .label(parsed.images, review_threshold)
+            .map_err(engine_status)?;
+        Ok(hold_slot(slot, parsed.ids, pending))
+    }
+}
+
+/// An engine result with the request's image ids, or why the call failed.
+type Answer<T> = Result<(Vec<String>, T), Status>;
+
+/// Awaits an engine result already queued, keeping `slot` until it is in.
+async fn hold_slot<T>(
+    slot: Slot,
+    ids: Vec<String>,
+    pending: impl Future<Output = Result<T, EngineError>>,
+) -> Answer<T> {
+    let result = pending.await.map_err(engine_status)?;
+    drop(slot);
+    Ok((ids, result))
 }
 
 /// An in-flight slot; releasing it updates the gauge.
@@ -178,7 +202,7 @@ async fn observed<T>(
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    span.record("status", super::metrics::code_name(code));
+    span.record("status", code_name(code));
     span.record("latency_us", (seconds * 1e6) as u64);
     span.in_scope(|| match &result {
         Ok(_) => tracing::debug!("answered"),
@@ -333,14 +357,14 @@ async fn label_pending(
     )?;
     let parsed = shared.parse(request.images).await?;
     let slot = shared.admit(admission).await?;
-    let result = shared.run(Task::Label, parsed, slot)?;
+    let result = shared.label(parsed, threshold, slot)?;
     Ok(Box::pin(async move {
-        let (ids, output) = result.await?;
+        let (ids, predictions) = result.await?;
         Ok(convert::label_response(
             ids,
-            &output,
+            predictions,
             threshold,
-            engine.meta(),
+            &engine.meta().version,
         ))
     }))
 }

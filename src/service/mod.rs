@@ -9,16 +9,15 @@
 pub mod convert;
 mod labeller;
 pub mod metrics;
-pub mod proto;
 
 pub use labeller::LabellerService;
 
 use crate::data::ImageLimits;
 use crate::inference::{Engine, EngineConfig, EngineError};
 use crate::model::{CheckpointError, Model};
+use crate::wire::labeller_server::LabellerServer;
 use convert::ImageRules;
 use metrics::Metrics;
-use proto::labeller_server::LabellerServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -187,11 +186,11 @@ impl Application {
         let (reporter, health) = tonic_health::server::health_reporter();
         set_status(&reporter, ServingStatus::NotServing).await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let rules = ImageRules {

@@ -2,9 +2,9 @@
 
 use aelabel::inference::EngineConfig;
 use aelabel::pipeline::{run, PipelineConfig};
-use aelabel::service::proto::labeller_client::LabellerClient;
 use aelabel::service::{Application, Running, ServeConfig};
 use aelabel::train::Silent;
+use aelabel::wire::labeller_client::LabellerClient;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -139,8 +139,8 @@ impl TestServer {
 }
 
 /// A raw 28×28 wire image.
-pub fn raw_image(id: &str, pixels: &[u8]) -> aelabel::service::proto::Image {
-    use aelabel::service::proto as pb;
+pub fn raw_image(id: &str, pixels: &[u8]) -> aelabel::wire::Image {
+    use aelabel::wire as pb;
     pb::Image {
         id: id.to_string(),
         data: Some(pb::image::Data::Raw(pb::RawImage {

@@ -6,7 +6,8 @@ use super::recipe::FinetuneRecipe;
 use crate::model::net::argmax;
 use crate::model::probabilities;
 use crate::model::{Loss, Network, Target};
-use crate::train::spreading::{knn_graph, spread_labels};
+use crate::train::knn::{knn_graph, Metric};
+use crate::train::spreading::spread_labels;
 use crate::train::{fit, Examples, FitOptions, Observer, Shift};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -63,7 +64,13 @@ fn spread_over_teacher_features(
     let n = source.images.len() / teacher.input_size();
     let features = teacher.forward_range(source.images, n, 0..depth - 1, threads);
     let dim = teacher.layer_dims(depth - 1).0;
-    let graph = knn_graph(&features, dim, recipe.spreading_neighbours, threads);
+    let graph = knn_graph(
+        &features,
+        dim,
+        recipe.spreading_neighbours,
+        Metric::Cosine,
+        threads,
+    );
     spread_labels(
         &graph,
         source.labelled_rows,

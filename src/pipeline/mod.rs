@@ -454,13 +454,14 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
             "t-SNE of {tsne_n} validation images' {}-d codes",
             model.embedding_size()
         );
+        let classes: Vec<u32> = valid.labels[..tsne_n].iter().map(|&c| c.into()).collect();
         let draw = || {
             plots::tsne_png(
                 &out("tsne.png"),
                 &title,
                 &codes,
                 model.embedding_size(),
-                &valid.labels[..tsne_n],
+                &classes,
                 &class_names,
                 config.seed,
             )

@@ -59,14 +59,17 @@ fn write_folder(root: &Path, images: &[(Vec<u8>, u32)], per_class: usize, unlabe
             save_rgb(&root.join("unlabelled").join(format!("{i}.png")), pixels);
         }
     }
-    assert_eq!(loose, unlabelled, "not enough images for the unlabelled pool");
+    assert_eq!(
+        loose, unlabelled,
+        "not enough images for the unlabelled pool"
+    );
 }
 
 /// Fashion-MNIST images of the three classes, from the training file or the test file.
 fn source(file: &str, n: usize) -> Vec<(Vec<u8>, u32)> {
     let dir = common::data_dir();
-    let images = aelabel::data::read_idx_images(&dir.join(format!("{file}-images-idx3-ubyte.gz")))
-        .unwrap();
+    let images =
+        aelabel::data::read_idx_images(&dir.join(format!("{file}-images-idx3-ubyte.gz"))).unwrap();
     let labels =
         aelabel::data::read_idx_labels(&dir.join(format!("{file}-labels-idx1-ubyte.gz")), 10)
             .unwrap();
@@ -117,7 +120,11 @@ impl Drop for Killed {
 #[test]
 fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, test, out) = (dir.path().join("photos"), dir.path().join("holdout"), dir.path().join("run"));
+    let (data, test, out) = (
+        dir.path().join("photos"),
+        dir.path().join("holdout"),
+        dir.path().join("run"),
+    );
     write_folder(&data, &source("train", 3000), 20, 2000);
     write_folder(&test, &source("t10k", 300), 100, 0);
 
@@ -140,18 +147,30 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
     let d = &report["data"];
     assert_eq!(d["source"], "folder");
     assert_eq!(d["input_size"], serde_json::json!([32, 32]));
-    assert_eq!((d["classes"].as_u64(), d["labelled"].as_u64()), (Some(3), Some(60)));
+    assert_eq!(
+        (d["classes"].as_u64(), d["labelled"].as_u64()),
+        (Some(3), Some(60))
+    );
     // 10 % of the 2,000 unlabelled images validate the autoencoder; the rest join the pool.
-    assert_eq!((d["valid_images"].as_u64(), d["unlabelled"].as_u64()), (Some(200), Some(1800)));
+    assert_eq!(
+        (d["valid_images"].as_u64(), d["unlabelled"].as_u64()),
+        (Some(200), Some(1800))
+    );
     assert_eq!(d["test_images"].as_u64(), Some(300));
     assert_eq!(
         report["classifier"]["class_names"],
         serde_json::json!(["bag", "boot", "trouser"]),
         "class names come from the folders, sorted"
     );
-    assert_eq!(report["recipe"]["pretrain"]["widths"][0], 1024, "first width follows 32×32");
+    assert_eq!(
+        report["recipe"]["pretrain"]["widths"][0], 1024,
+        "first width follows 32×32"
+    );
     let accuracy = report["classifier"]["test_accuracy"].as_f64().unwrap();
-    assert!(accuracy > 0.85, "test accuracy {accuracy} on 3 classes (chance 0.33)");
+    assert!(
+        accuracy > 0.85,
+        "test accuracy {accuracy} on 3 classes (chance 0.33)"
+    );
 
     let (child, addr) = serve(&out.join("model.safetensors"));
     let _server = Killed(child);
@@ -173,7 +192,13 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
     for row in rows.lines().skip(1) {
         let fields: Vec<&str> = row.split(',').collect();
         let path = PathBuf::from(fields[0]);
-        let truth = path.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let truth = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
         let predicted = fields[2];
         assert!(["bag", "boot", "trouser"].contains(&predicted), "{row}");
         total += 1;

@@ -5,7 +5,8 @@
 use super::pretrain::PhaseHistory;
 use super::recipe::FinetuneRecipe;
 use crate::model::{probabilities_rows, top_class, Inputs, Loss, Network};
-use crate::train::spreading::{knn_graph, spread_labels};
+use crate::train::knn::{knn_graph, Metric};
+use crate::train::spreading::spread_labels;
 use crate::train::{fit, Examples, FitOptions, Observer, Shift, Targets};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -151,7 +152,13 @@ pub fn spreading(
         let depth = teacher.layers.len();
         let features = crate::model::forward_rows(teacher, pool.images, 0..depth - 1, threads);
         let dim = teacher.layer_dims(depth - 1).0;
-        let graph = knn_graph(&features, dim, recipe.spreading_neighbours, threads);
+        let graph = knn_graph(
+            &features,
+            dim,
+            recipe.spreading_neighbours,
+            Metric::Cosine,
+            threads,
+        );
         drop(features);
         let spread = spread_labels(
             &graph,

@@ -1,10 +1,13 @@
-//! Training loops, optimisers and metrics; progress goes through an [`Observer`], never stdout.
+//! Training loops, optimisers, metrics, neighbour graphs and t-SNE; progress goes through an
+//! [`Observer`], never stdout.
 
 pub mod bench;
 pub mod folds;
+pub mod knn;
 pub mod metrics;
 mod optim;
 pub mod spreading;
+pub mod tsne;
 
 pub use optim::Optimizer;
 

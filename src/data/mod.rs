@@ -1,13 +1,20 @@
-//! Images and labels: IDX files, the reference splits and stratified labelled subsets.
+//! Images and labels: IDX files, image folders (class folders or a labels file), the reference
+//! splits and stratified labelled subsets.
 
 mod decode;
+mod folder;
+mod gray;
 mod idx;
 mod images;
+mod labels_csv;
 mod split;
 
 pub use decode::{decode_to_input, raw_to_input, ImageError, ImageLimits};
-pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
+pub use folder::{
+    is_idx_dir, read_image_folder, FolderData, FolderOptions, DEFAULT_INPUT_SIZE, MAX_FILE_SIDE,
+};
 pub use idx::{read_idx_images, read_idx_labels, IdxImages};
+pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
 pub use split::{read_pair, stratified_subset, FashionMnist, Split};
 
 use std::path::PathBuf;

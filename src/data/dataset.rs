@@ -2,8 +2,7 @@
 //! MNIST-style sets) or a folder of images with class sub-folders or a labels CSV.
 
 use super::idx::{read_idx_images, read_idx_labels};
-use super::{ClassId, DataError, ImageSet, Skipped, CLASS_NAMES};
-use image::imageops::FilterType;
+use super::{is_idx_dir, ClassId, DataError, ImageSet, Skipped, CLASS_NAMES};
 use image::GrayImage;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -11,9 +10,6 @@ use std::path::{Path, PathBuf};
 /// Images kept for validation at the end of Fashion-MNIST's 60,000 training images, as in the
 /// reference.
 pub const IDX_VALID_SIZE: usize = 5_000;
-
-/// Side of the images a folder data set is resized to when its images differ in size.
-pub const DEFAULT_INPUT_SIDE: usize = 28;
 
 /// Where a data set came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -62,17 +58,6 @@ pub struct Dataset {
     pub test: Option<ImageSet>,
     /// Files left out because they could not be decoded.
     pub skipped: Vec<Skipped>,
-}
-
-/// True when `dir` holds IDX image files (`*-idx3-ubyte` or `*-idx3-ubyte.gz`).
-pub fn is_idx_dir(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.ends_with("-idx3-ubyte") || name.ends_with("-idx3-ubyte.gz")
-        })
-    })
 }
 
 impl Dataset {
@@ -150,18 +135,26 @@ impl Dataset {
         })
     }
 
+    /// An image folder; a `classes.txt` in it (one name per line) fixes the class names and
+    /// their order, and labels naming any other class are refused.
     fn folder(
         dir: &Path,
         options: &DataOptions,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Dataset, DataError> {
+        let listed = dir.join(CLASSES_FILE);
+        let class_names = if listed.is_file() {
+            Some(read_class_names(&listed)?)
+        } else {
+            None
+        };
         let read = super::read_image_folder(
             dir,
             &super::FolderOptions {
                 input_size: options.input_size,
                 strict: options.strict,
                 labels_file: options.labels_file.clone(),
-                class_names: None,
+                class_names,
             },
             progress,
         )?;
@@ -257,21 +250,29 @@ fn read_test(
     Ok(test)
 }
 
+/// The file naming a data set's classes, one per line, in class-index order.
+pub const CLASSES_FILE: &str = "classes.txt";
+
+/// Reads a [`CLASSES_FILE`]: non-empty trimmed lines.
+fn read_class_names(path: &Path) -> Result<Vec<String>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
 /// Class names of an IDX data set: one per line in `classes.txt` beside the files if present,
 /// else Fashion-MNIST's when the directory is Fashion-MNIST's, else the class numbers.
 fn idx_class_names(dir: &Path, classes: usize) -> Result<Vec<String>, DataError> {
-    let listed = dir.join("classes.txt");
+    let listed = dir.join(CLASSES_FILE);
     if listed.is_file() {
-        let text = std::fs::read_to_string(&listed).map_err(|source| DataError::Io {
-            path: listed.clone(),
-            source,
-        })?;
-        let names: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
+        let names = read_class_names(&listed)?;
         if names.len() < classes {
             return Err(DataError::Invalid {
                 path: listed,
@@ -337,7 +338,7 @@ fn split_off(set: &mut ImageSet, at: usize) -> ImageSet {
     }
 }
 
-/// Resizes every image of `set` to `width × height` (triangle filter, as the server does).
+/// Resizes every image of `set` to `width × height` (the triangle filter the server uses).
 pub fn resize_set(set: &mut ImageSet, width: usize, height: usize) {
     if (set.width, set.height) == (width, height) {
         return;
@@ -347,9 +348,8 @@ pub fn resize_set(set: &mut ImageSet, width: usize, height: usize) {
     for i in 0..set.len() {
         let image = GrayImage::from_raw(set.width as u32, set.height as u32, set.image(i).to_vec())
             .expect("an ImageSet row holds width × height bytes");
-        let resized =
-            image::imageops::resize(&image, width as u32, height as u32, FilterType::Triangle);
-        out.push(resized.as_raw(), set.labels[i]);
+        let resized = super::gray::resize_triangle(&image, (width as u32, height as u32));
+        out.push(&resized, set.labels[i]);
     }
     *set = out;
 }

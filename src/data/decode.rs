@@ -4,9 +4,9 @@
 //! Encoded files are size-checked from their header before any pixel is decoded, so a small
 //! file that declares a huge image (a decompression bomb) is refused without allocating it.
 
-use image::imageops::FilterType;
-use image::{GrayImage, ImageFormat, ImageReader, Limits};
-use std::io::Cursor;
+use super::gray::{luma8, resize_triangle};
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits};
+use std::io::{BufRead, Cursor, Seek};
 
 /// How large an incoming image may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,42 +111,63 @@ pub fn raw_to_input(
         height,
         want,
     })?;
-    Ok(image::imageops::resize(&image, to_width, to_height, FilterType::Triangle).into_raw())
+    Ok(resize_triangle(&image, (to_width, to_height)))
+}
+
+/// PNG or JPEG, told from the file's first bytes (never from its name), with its display name.
+pub(crate) fn sniff_format(head: &[u8]) -> Result<(ImageFormat, &'static str), ImageError> {
+    match image::guess_format(head) {
+        Ok(ImageFormat::Png) => Ok((ImageFormat::Png, "PNG")),
+        Ok(ImageFormat::Jpeg) => Ok((ImageFormat::Jpeg, "JPEG")),
+        _ => Err(ImageError::UnknownFormat),
+    }
+}
+
+/// The width and height a PNG or JPEG header declares, checked against `limits` without
+/// decoding a pixel: bombs are refused before the decoder allocates anything.
+pub(crate) fn declared_size<R: BufRead + Seek>(
+    reader: R,
+    (format, name): (ImageFormat, &'static str),
+    limits: ImageLimits,
+) -> Result<(u32, u32), ImageError> {
+    let (width, height) = ImageReader::with_format(reader, format)
+        .into_dimensions()
+        .map_err(|e| undecodable(name, e))?;
+    check_side(width, height, limits)?;
+    Ok((width, height))
+}
+
+fn undecodable(format: &'static str, e: image::ImageError) -> ImageError {
+    ImageError::Undecodable {
+        format,
+        reason: e.to_string(),
+    }
+}
+
+/// A decoded image of any colour type as the model's input: 8-bit luma, resized to `target`
+/// with a triangle filter. Training data and served images both go through here so that they
+/// are preprocessed identically.
+fn to_input(image: DynamicImage, target: (u32, u32)) -> Vec<u8> {
+    let gray = luma8(image);
+    if gray.dimensions() == target {
+        return gray.into_raw();
+    }
+    resize_triangle(&gray, target)
 }
 
 /// A PNG or JPEG file decoded, converted to grayscale and resized to `to_width × to_height`.
 pub fn decode_to_input(
     bytes: &[u8],
-    (to_width, to_height): (u32, u32),
+    target: (u32, u32),
     limits: ImageLimits,
 ) -> Result<Vec<u8>, ImageError> {
-    let format = match image::guess_format(bytes) {
-        Ok(ImageFormat::Png) => ImageFormat::Png,
-        Ok(ImageFormat::Jpeg) => ImageFormat::Jpeg,
-        _ => return Err(ImageError::UnknownFormat),
-    };
-    let name = if format == ImageFormat::Png {
-        "PNG"
-    } else {
-        "JPEG"
-    };
-    let undecodable = |e: image::ImageError| ImageError::Undecodable {
-        format: name,
-        reason: e.to_string(),
-    };
-    // Read the declared size first: refuse bombs before the decoder allocates anything.
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(undecodable)?;
-    check_side(width, height, limits)?;
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let format = sniff_format(bytes)?;
+    declared_size(Cursor::new(bytes), format, limits)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.0);
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
     reader.limits(decoder_limits);
-    let gray = reader.decode().map_err(undecodable)?.into_luma8();
-    if gray.dimensions() == (to_width, to_height) {
-        return Ok(gray.into_raw());
-    }
-    Ok(image::imageops::resize(&gray, to_width, to_height, FilterType::Triangle).into_raw())
+    let image = reader.decode().map_err(|e| undecodable(format.1, e))?;
+    Ok(to_input(image, target))
 }

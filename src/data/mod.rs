@@ -5,16 +5,17 @@
 mod dataset;
 mod decode;
 mod folder;
+mod gray;
 mod idx;
 mod images;
+mod labels_csv;
 mod split;
 
-pub use dataset::{
-    is_idx_dir, read_idx_pair, resize_set, DataOptions, Dataset, SourceKind, DEFAULT_INPUT_SIDE,
-    IDX_VALID_SIZE,
-};
+pub use dataset::{read_idx_pair, resize_set, DataOptions, Dataset, SourceKind, IDX_VALID_SIZE};
 pub use decode::{decode_to_input, raw_to_input, ImageError, ImageLimits};
-pub use folder::{read_image_folder, FolderData, FolderOptions};
+pub use folder::{
+    is_idx_dir, read_image_folder, FolderData, FolderOptions, DEFAULT_INPUT_SIZE, MAX_FILE_SIDE,
+};
 pub use idx::{read_idx_images, read_idx_labels, IdxImages};
 pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
 pub use split::{

@@ -104,3 +104,66 @@ fn layers_must_start_with_the_image_size() {
         "--layers must start with the image size 784",
     );
 }
+
+/// A small gray PNG at `path` (parent folders created).
+fn png(path: &std::path::Path, shade: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::GrayImage::from_pixel(8, 8, image::Luma([shade]))
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn image_folder_mistakes_are_one_line_naming_the_file_or_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    // One class folder: nothing to tell apart.
+    let one = root.join("one");
+    for i in 0..3 {
+        png(&one.join("cat").join(format!("{i}.png")), 10 * i);
+    }
+    png(&one.join("unlabelled/u.png"), 99);
+    assert_one_line_error(&["pipeline", "--data", &arg(&one)], "`cat`");
+    assert_one_line_error(&["pipeline", "--data", &arg(&one)], "at least two classes");
+
+    // A labels CSV naming a class that classes.txt does not list.
+    let flat = root.join("flat");
+    for i in 0..4 {
+        png(&flat.join(format!("{i}.png")), 40 * i);
+    }
+    std::fs::write(flat.join("classes.txt"), "cat\ndog\n").unwrap();
+    let csv = root.join("labels.csv");
+    std::fs::write(&csv, "path,class\n0.png,cat\n1.png,dog\n2.png,cow\n").unwrap();
+    let args = [
+        "pipeline",
+        "--data",
+        &arg(&flat),
+        "--labels-file",
+        &arg(&csv),
+    ];
+    assert_one_line_error(&args, "row 4");
+    assert_one_line_error(&args, "cow");
+
+    // A path that does not exist.
+    let missing = root.join("no-such-folder");
+    assert_one_line_error(&["pipeline", "--data", &arg(&missing)], "no-such-folder");
+
+    // An undecodable image under --strict names the file.
+    let strict = root.join("strict");
+    for (class, shade) in [("cat", 0), ("dog", 200)] {
+        for i in 0..3 {
+            png(&strict.join(class).join(format!("{i}.png")), shade + i);
+        }
+    }
+    std::fs::write(
+        strict.join("dog/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &["pipeline", "--strict", "--data", &arg(&strict)],
+        "broken.png",
+    );
+}

@@ -126,7 +126,7 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
         dir.path().join("run"),
     );
     write_folder(&data, &source("train", 3000), 20, 2000);
-    write_folder(&test, &source("t10k", 300), 100, 0);
+    write_folder(&test, &source("t10k", 600), 100, 0);
 
     let (code, stdout, stderr) = aelabel(&[
         "pipeline",

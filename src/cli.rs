@@ -236,6 +236,24 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Time the in-process inference engine: batched throughput and one-image latency.
     Engine(BenchEngineArgs),
+    /// Time reading an image folder: decoding, grayscale and resizing on all threads.
+    Decode(BenchDecodeArgs),
+}
+
+/// Flags of `aelabel bench decode`.
+#[derive(Debug, Args)]
+pub struct BenchDecodeArgs {
+    /// The image folder (class sub-folders and/or unlabelled images).
+    pub dir: PathBuf,
+    /// Resize to this size (`N` or `W×H`) [default: the images' own size when all share one].
+    #[arg(long, value_parser = parse_input_size)]
+    pub input_size: Option<(usize, usize)>,
+    /// Threads decoding in parallel.
+    #[arg(long, default_value_t = default_threads(), value_parser = parse_positive)]
+    pub threads: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `aelabel bench engine`.
@@ -457,6 +475,35 @@ fn default_run_dir(args: &PipelineArgs) -> PathBuf {
     aelabel_home().join("runs").join(name)
 }
 
+/// `aelabel bench decode`: reads a folder the way the pipeline does and reports images/s.
+fn bench_decode(args: BenchDecodeArgs) -> anyhow::Result<()> {
+    init_threads(args.threads);
+    let options = crate::data::FolderOptions {
+        input_size: args.input_size,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let read = crate::data::read_image_folder(&args.dir, &options, &|_, _| {})?;
+    let seconds = started.elapsed().as_secs_f64();
+    let images = read.images.len();
+    let rate = images as f64 / seconds.max(1e-9);
+    let (w, h) = (read.images.width, read.images.height);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"images": images, "skipped": read.skipped.len(), "seconds": seconds,
+                "images_per_second": rate, "threads": args.threads, "input_size": [w, h]})
+        );
+    } else {
+        println!(
+            "decoded {images} images to {w}×{h} grayscale in {seconds:.2} s on {} thread(s): {rate:.0} images/s ({} skipped)",
+            args.threads,
+            read.skipped.len()
+        );
+    }
+    Ok(())
+}
+
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -565,6 +612,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Decode(args)),
+            ..
+        }) => bench_decode(args),
         Command::Bench(BenchArgs {
             command: Some(BenchCommand::Train(args)),
             ..

@@ -9,23 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn aelabel(args: Vec<String>) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_aelabel"))
-        .args(&args)
-        .arg("--quiet")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn run(args: &[&str]) -> (i32, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || aelabel(args))
+    tokio::task::spawn_blocking(move || common::aelabel_quiet(&args))
         .await
         .unwrap()
 }

@@ -14,20 +14,6 @@ use std::time::{Duration, Instant};
 /// Fashion-MNIST classes used, under the names the folder gives them.
 const CLASSES: [(u32, &str); 3] = [(9, "boot"), (1, "trouser"), (8, "bag")];
 
-fn aelabel(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_aelabel"))
-        .args(args)
-        .arg("--quiet")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A 28×28 Fashion-MNIST image as a tinted 32×32 RGB PNG: resizing and colour conversion
 /// both have work to do.
 fn save_rgb(path: &Path, pixels: &[u8]) {
@@ -128,7 +114,7 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
     write_folder(&data, &source("train", 3000), 20, 2000);
     write_folder(&test, &source("t10k", 600), 100, 0);
 
-    let (code, stdout, stderr) = aelabel(&[
+    let (code, stdout, stderr) = common::aelabel_quiet(&[
         "pipeline",
         "--data",
         data.to_str().unwrap(),
@@ -176,7 +162,7 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
     let _server = Killed(child);
     let labels_csv = dir.path().join("labels.csv");
     let started = Instant::now();
-    let (code, stdout, stderr) = aelabel(&[
+    let (code, stdout, stderr) = common::aelabel_quiet(&[
         "label",
         "--server",
         &addr,

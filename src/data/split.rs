@@ -148,7 +148,8 @@ fn carve_valid(
     fraction: f64,
     seed: u64,
 ) -> (ImageSet, Vec<usize>, ImageSet) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7661_6c69_64);
+    // Its own stream ("valid" in ASCII), apart from the labelled subset's.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0076_616c_6964);
     let mut unlabelled: Vec<usize> = (0..pool.len()).filter(|&i| !labelled[i]).collect();
     if unlabelled.is_empty() {
         let mut all: Vec<usize> = (0..pool.len()).collect();

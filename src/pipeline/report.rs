@@ -327,12 +327,14 @@ impl Report {
             let _ = writeln!(s);
         }
         let c = &self.classifier;
-        let _ = writeln!(
-            s,
-            "## Classifier per class (test)\n\n| class | accuracy |\n|---|---|"
-        );
-        for (name, acc) in c.class_names.iter().zip(&c.per_class_accuracy) {
-            let _ = writeln!(s, "| {name} | {} |", pct(*acc));
+        if !c.per_class_accuracy.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Classifier per class (test)\n\n| class | accuracy |\n|---|---|"
+            );
+            for (name, acc) in c.class_names.iter().zip(&c.per_class_accuracy) {
+                let _ = writeln!(s, "| {name} | {} |", pct(*acc));
+            }
         }
         if !c.self_training.is_empty() {
             let _ = writeln!(s, "\nSelf-training rounds (student learns the teacher's soft predictions on unlabelled images):\n");

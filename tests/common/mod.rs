@@ -75,3 +75,18 @@ pub fn write(path: &Path, bytes: &[u8]) {
         std::fs::write(path, bytes).unwrap();
     }
 }
+
+/// Runs the `aelabel` binary quietly with `args`; returns exit code, stdout and stderr.
+pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aelabel"))
+        .args(args)
+        .arg("--quiet")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -11,6 +11,7 @@ pub mod recipe;
 mod reference;
 pub mod report;
 mod stages;
+mod summary;
 
 pub use crate::model::{encode, probabilities};
 pub use classifier::{
@@ -30,9 +31,6 @@ use crate::model::{classifier_from_encoder, CheckpointError, Inputs};
 use crate::train::Observer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use report::{
-    AutoLabelReport, BaselineReport, Baselines, ClassifierReport, DataReport, PretrainReport,
-};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -257,14 +255,13 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         .map(|((r, _, _), t)| r.coverage_at(calibration.threshold, t));
     watch.lap("evaluate and cross-validate threshold");
 
-    let test_accuracy = results.as_ref().map(|r| r.0.accuracy);
     let training = serde_json::json!({
         "preset": recipe.preset,
         "labels": data.labels.len(),
         "seed": config.seed,
         "pretrain_valid_bce": pretrained.valid_bce,
         "pretrain_valid_rounded_accuracy": pretrained.valid_rounded_accuracy,
-        "test_accuracy": test_accuracy,
+        "test_accuracy": results.as_ref().map(|r| r.0.accuracy),
         "cross_validated_accuracy": calibration.cross_validated_accuracy,
         "auto_label_test_coverage": test_coverage.map(|c| c.coverage),
         "auto_label_test_accuracy": test_coverage.and_then(|c| c.accuracy),
@@ -279,11 +276,9 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         calibration.threshold,
         training,
     )?;
-    let mut artifacts = vec![
-        "model.safetensors".to_string(),
-        "report.json".into(),
-        "report.md".into(),
-    ];
+    let mut artifacts = ["model.safetensors", "report.json", "report.md"]
+        .map(String::from)
+        .to_vec();
     artifacts.extend(artifacts::pictures(
         &config.out_dir,
         &model,
@@ -298,103 +293,29 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     )?);
     watch.lap("report and pictures");
 
-    let mut report = Report {
-        model_version: model.meta.version.clone(),
-        preset: recipe.preset,
-        seed: config.seed,
-        labels: data.labels.len(),
-        threads,
-        wall_seconds: 0.0,
+    let mut report = summary::build_report(&summary::Outcome {
+        config,
+        data: &data,
+        loaded: &loaded,
+        recipe: &recipe,
+        model_version: &model.meta.version,
+        pretrained: &pretrained,
+        variants,
+        trained: &trained,
+        results: results.as_ref(),
+        test_size: test.map(|t| t.len()),
+        calibration: &calibration,
+        test_coverage,
         phase_seconds: std::mem::take(&mut watch.seconds),
-        data: data_report(config, &data, &loaded),
-        recipe: recipe.clone(),
-        pretrain: PretrainReport {
-            mode: recipe.pretrain.mode,
-            layers: recipe.pretrain.widths.clone(),
-            epochs: recipe.pretrain.epochs,
-            valid_bce: pretrained.valid_bce,
-            valid_rounded_accuracy: pretrained.valid_rounded_accuracy,
-            epoch_seconds: pretrained
-                .phases
-                .iter()
-                .flat_map(|p| p.epochs.iter().map(|e| e.seconds))
-                .collect(),
-            history: pretrained.phases.clone(),
-            variants,
-        },
-        classifier: ClassifierReport {
-            evaluated_on: match test {
-                Some(t) => format!("{} labelled test images", t.len()),
-                None => "no test set (pass --test DIR); see the cross-validated accuracy over the labelled images".into(),
-            },
-            test_accuracy,
-            per_class_accuracy: results.as_ref().map_or_else(Vec::new, |r| {
-                crate::train::metrics::per_class_accuracy(&r.0.confusion)
-            }),
-            confusion: results.as_ref().map_or_else(Vec::new, |r| r.0.confusion.clone()),
-            class_names: data.class_names.clone(),
-            self_training: trained.rounds.clone(),
-            history: trained.phases.clone(),
-        },
-        baselines: Baselines {
-            scratch: BaselineReport {
-                description: format!("same network {:?} from scratch", recipe.pretrain.widths),
-                test_accuracy: results.as_ref().map(|r| r.1.accuracy),
-            },
-            logreg_pixels: BaselineReport {
-                description: "logistic regression on raw pixels".into(),
-                test_accuracy: results.as_ref().map(|r| r.2.accuracy),
-            },
-        },
-        gain_points: results.as_ref().map_or_else(BTreeMap::new, |r| {
-            BTreeMap::from([
-                ("scratch".to_string(), 100.0 * (r.0.accuracy - r.1.accuracy)),
-                ("logreg_pixels".to_string(), 100.0 * (r.0.accuracy - r.2.accuracy)),
-            ])
-        }),
-        auto_label: AutoLabelReport {
-            target_accuracy: config.target_accuracy,
-            threshold: calibration.threshold,
-            calibration: format!(
-                "{}-fold cross-validation over the labelled images",
-                calibration.folds
-            ),
-            cross_validated_accuracy: calibration.cross_validated_accuracy,
-            calibration_accuracy: calibration.coverage.accuracy,
-            calibration_coverage: calibration.coverage.coverage,
-            test_coverage: test_coverage.map(|c| c.coverage),
-            test_accuracy: test_coverage.and_then(|c| c.accuracy),
-        },
         artifacts,
-    };
+        threads,
+    });
     report.wall_seconds = started.elapsed().as_secs_f64();
     let json =
         serde_json::to_string_pretty(&report).map_err(|e| PipelineError::Config(e.to_string()))?;
     artifacts::write_file(&config.out_dir.join("report.json"), &json)?;
     artifacts::write_file(&config.out_dir.join("report.md"), &report.to_markdown())?;
     Ok(report)
-}
-
-fn data_report(config: &PipelineConfig, data: &TrainingData, loaded: &LoadSummary) -> DataReport {
-    DataReport {
-        source: loaded.kind,
-        dir: config.data.dir.display().to_string(),
-        labels_file: config
-            .data
-            .labels_file
-            .as_ref()
-            .map(|p| p.display().to_string()),
-        test_dir: config.data.test.as_ref().map(|p| p.display().to_string()),
-        classes: data.classes(),
-        input_size: [data.pool.width, data.pool.height],
-        skipped_images: loaded.skipped.len(),
-        skipped: loaded.skipped.clone(),
-        train_images: data.pool.len(),
-        valid_images: data.valid.len(),
-        test_images: data.test.as_ref().map_or(0, |t| t.len()),
-        labelled: data.labels.len(),
-        unlabelled: data.pool.len() - data.labels.len(),
-    }
 }
 
 /// Short name of a preset, as used in model versions and default output directories.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Decoding throughput of an image folder: writes N 64×64 PNGs (Fashion-MNIST images upscaled,
 # with noise so they compress like photos; 10 class folders), then times `aelabel bench decode`
-# resizing them to 28×28. Needs python3 with Pillow and numpy (pip install pillow numpy).
+# resizing them to 28×28. Needs a python3 with Pillow and numpy (pip install pillow numpy;
+# PYTHON=path/to/python picks one).
 # Usage: benches/decode_folder.sh [N] [DIR]
 set -euo pipefail
 n=${1:-100000}
@@ -9,7 +10,7 @@ dir=${2:-/tmp/aelabel-decode-bench}
 cd "$(dirname "$0")/.."
 if [ ! -d "$dir" ] || [ "$(find "$dir" -name '*.png' | wc -l)" -ne "$n" ]; then
   rm -rf "$dir"
-  python3 - "$n" "$dir" <<'PY'
+  "${PYTHON:-python3}" - "$n" "$dir" <<'PY'
 import gzip, pathlib, sys
 import numpy as np
 from PIL import Image

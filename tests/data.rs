@@ -136,3 +136,104 @@ fn stratified_subset_balances_classes_and_is_reproducible() {
         .to_string()
         .contains("at least one label per class"));
 }
+
+/// 100 tiny images whose first byte is their index; the first 20 labelled (classes 0/1).
+fn partly_labelled() -> aelabel::data::Dataset {
+    let mut train = aelabel::data::ImageSet::new(2, 1);
+    for i in 0..100u8 {
+        train.push(&[i, 0], (i < 20).then_some(u32::from(i % 2)));
+    }
+    aelabel::data::Dataset {
+        kind: aelabel::data::SourceKind::Folder,
+        dir: "photos".into(),
+        class_names: vec!["a".into(), "b".into()],
+        train,
+        valid: None,
+        test: None,
+        skipped: Vec::new(),
+    }
+}
+
+#[test]
+fn split_keeps_every_label_of_a_partly_labelled_set_and_validates_on_unlabelled_images() {
+    use aelabel::data::{split, SplitOptions};
+    let options = SplitOptions {
+        valid_fraction: Some(0.25),
+        folds: 5,
+        seed: 1,
+        ..SplitOptions::default()
+    };
+    let data = split(partly_labelled(), &options).unwrap();
+    assert_eq!((data.pool.len(), data.valid.len()), (80, 20));
+    assert_eq!(data.labels.len(), 20);
+    // Validation images come from the unlabelled 80 and carry no class.
+    assert!(data.valid.pixels.chunks(2).all(|p| p[0] >= 20));
+    assert!(data.valid.labels.iter().all(Option::is_none));
+    for (&row, &label) in data.labelled_rows.iter().zip(&data.labels) {
+        let index = data.pool.image(row)[0];
+        assert_eq!((index < 20, u32::from(index % 2)), (true, label));
+    }
+    assert_eq!(
+        split(partly_labelled(), &options).unwrap().valid,
+        data.valid,
+        "seeded"
+    );
+}
+
+#[test]
+fn split_draws_a_stratified_subset_and_drops_every_other_label() {
+    use aelabel::data::{split, SplitOptions};
+    let options = SplitOptions {
+        labels: Some(6),
+        folds: 5,
+        ..SplitOptions::default()
+    };
+    let data = split(partly_labelled(), &options).unwrap();
+    assert_eq!(data.labels.iter().filter(|&&c| c == 0).count(), 3);
+    assert_eq!(
+        data.pool.labelled_count(),
+        6,
+        "the other 14 labels are gone"
+    );
+    let err = split(
+        partly_labelled(),
+        &SplitOptions {
+            labels: Some(4),
+            folds: 5,
+            ..SplitOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("4 labelled images are fewer than the 5 cross-validation folds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_class_with_one_labelled_image_is_refused_by_name() {
+    let mut data = partly_labelled();
+    for l in data
+        .train
+        .labels
+        .iter_mut()
+        .filter(|l| **l == Some(1))
+        .skip(1)
+    {
+        *l = Some(0);
+    }
+    let err = aelabel::data::split(
+        data,
+        &aelabel::data::SplitOptions {
+            folds: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("class `b` has 1 labelled image; every class needs at least 2"),
+        "{err}"
+    );
+}

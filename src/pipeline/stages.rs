@@ -40,13 +40,7 @@ pub fn load(
         }
     };
     let dataset = Dataset::open(&options, &progress)?;
-    for skipped in &dataset.skipped {
-        observer.note(&format!(
-            "skipped {}: {}",
-            skipped.path.display(),
-            skipped.reason
-        ));
-    }
+    // Each skipped file was already logged as a warning naming it; the report counts them.
     let summary = LoadSummary {
         kind: dataset.kind,
         skipped: dataset.skipped.clone(),

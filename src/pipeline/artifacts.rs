@@ -8,6 +8,9 @@ use crate::model::{encode_rows, probabilities_rows, Inputs, Model};
 use crate::train::metrics::predictions;
 use std::path::Path;
 
+/// Most classes drawn as a confusion heat map.
+pub const MAX_CONFUSION_CLASSES: usize = 100;
+
 /// Writes the PNGs and returns their file names: reconstructions, the t-SNE map of validation
 /// codes, learning curves and (with a test set) the confusion matrix.
 #[allow(clippy::too_many_arguments)]
@@ -85,6 +88,9 @@ pub fn pictures(
     curves(out_dir, pretrained, trained, scratch)?;
     written.push("pretrain_curves.png".into());
     written.push("classifier_curves.png".into());
+    // A heat map stays readable up to about a hundred classes; beyond that the matrix is only
+    // in report.json.
+    let test_confusion = test_confusion.filter(|_| data.classes() <= MAX_CONFUSION_CLASSES);
     if let Some((confusion, accuracy)) = test_confusion {
         plots::confusion_png(
             &out("confusion.png"),

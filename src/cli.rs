@@ -184,8 +184,8 @@ pub struct PipelineArgs {
     /// Output directory [default: <aelabel home>/runs/<preset>-<labels>-seed<seed>].
     #[arg(long, env = "AELABEL_OUT")]
     pub out: Option<PathBuf>,
-    /// Labelled training images, drawn stratified by class [default: 1,000 of a fully labelled
-    /// set such as Fashion-MNIST, else every labelled image].
+    /// Labelled training images, drawn stratified by class [default: 1,000 of an IDX set such
+    /// as Fashion-MNIST, every labelled image of a folder].
     #[arg(long, env = "AELABEL_LABELS", value_parser = parse_positive)]
     pub labels: Option<usize>,
     /// Seed for initialisation, sampling and shuffling.

@@ -198,3 +198,47 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
         "served {served_accuracy} vs pipeline {accuracy}"
     );
 }
+
+#[test]
+fn a_thousand_classes_train_with_class_names_from_the_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("many");
+    // Class k is a distinct 8×8 pattern (its index in binary across the pixels) plus noise.
+    let pattern = |k: u32, noise: u8| {
+        GrayImage::from_fn(8, 8, |x, y| {
+            let bit = (k >> ((x + 8 * y) % 10)) & 1;
+            image::Luma([if bit == 1 { 220 - noise } else { 30 + noise }])
+        })
+    };
+    for k in 0..1000u32 {
+        for i in 0..2u8 {
+            let path = data.join(format!("c{k:04}")).join(format!("{i}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            pattern(k, 7 * i).save(path).unwrap();
+        }
+    }
+    let config = aelabel::pipeline::PipelineConfig {
+        data: aelabel::data::DataOptions {
+            dir: data,
+            ..Default::default()
+        },
+        labels: None,
+        pretrain_epochs: Some(1),
+        finetune_epochs: Some(2),
+        self_training_rounds: Some(0),
+        train_limit: None,
+        eval_limit: None,
+        tsne_points: 0,
+        ..common::quick_pipeline_config(&dir.path().join("run"))
+    };
+    let report = aelabel::pipeline::run(&config, &aelabel::train::Silent).unwrap();
+    assert_eq!((report.data.classes, report.labels), (1000, 2000));
+    assert_eq!(report.classifier.class_names[999], "c0999");
+    assert_eq!(
+        report.classifier.test_accuracy, None,
+        "no test set was given"
+    );
+    let model = aelabel::model::Model::load(&dir.path().join("run/model.safetensors")).unwrap();
+    assert_eq!((model.classes(), model.meta.input_width), (1000, 8));
+    assert!(!report.artifacts.iter().any(|a| a == "confusion.png"));
+}

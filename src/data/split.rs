@@ -1,13 +1,14 @@
 //! From a data set to what training uses: the labelled subset, the unlabelled pool, the
 //! validation images for the autoencoder and the test images.
 
-use super::{ClassId, DataError, Dataset, ImageSet};
+use super::{ClassId, DataError, Dataset, ImageSet, SourceKind};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// Labelled images drawn from a fully labelled data set (such as Fashion-MNIST) when
-/// `--labels` is not given.
+/// Labelled images drawn from a fully labelled IDX data set (such as Fashion-MNIST, whose
+/// labels stand in for the few a team would have) when `--labels` is not given. A folder's
+/// labels are all used: someone labelled them.
 pub const DEFAULT_LABELS: usize = 1000;
 
 /// Share of the unlabelled pool set apart to validate the autoencoder when the source has no
@@ -21,8 +22,8 @@ pub const MIN_LABELS_PER_CLASS: usize = 2;
 /// How to cut a data set for a run.
 #[derive(Clone, Debug, Default)]
 pub struct SplitOptions {
-    /// Labelled images to keep (stratified); `None` = all labelled images of a partly labelled
-    /// set, [`DEFAULT_LABELS`] of a fully labelled one.
+    /// Labelled images to keep (stratified); `None` = every labelled image of a folder,
+    /// [`DEFAULT_LABELS`] of a fully labelled IDX set.
     pub labels: Option<usize>,
     /// Share of the unlabelled images kept for validation; `None` = the source's own split,
     /// else [`DEFAULT_VALID_FRACTION`].
@@ -53,8 +54,6 @@ pub struct TrainingData {
     pub valid: ImageSet,
     /// Labelled test images, if the data set has any.
     pub test: Option<ImageSet>,
-    /// True when every pool image came labelled and `labels` is a drawn subset.
-    pub subset_of_full_labels: bool,
 }
 
 impl TrainingData {
@@ -73,6 +72,7 @@ impl TrainingData {
 /// validation images apart and checks that the result is large enough for the recipe.
 pub fn split(data: Dataset, options: &SplitOptions) -> Result<TrainingData, DataError> {
     let Dataset {
+        kind,
         class_names,
         mut train,
         valid,
@@ -95,7 +95,7 @@ pub fn split(data: Dataset, options: &SplitOptions) -> Result<TrainingData, Data
         candidates.iter().filter_map(|&i| train.labels[i]).collect();
     let wanted = match options.labels {
         Some(n) => n,
-        None if fully => DEFAULT_LABELS.min(candidates.len()),
+        None if fully && kind == SourceKind::Idx => DEFAULT_LABELS.min(candidates.len()),
         None => candidates.len(),
     };
     check_enough_labels(&candidate_labels, &class_names, options.folds)?;
@@ -136,7 +136,6 @@ pub fn split(data: Dataset, options: &SplitOptions) -> Result<TrainingData, Data
         labels,
         valid,
         test: test.map(limit),
-        subset_of_full_labels: fully,
     })
 }
 

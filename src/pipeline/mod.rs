@@ -44,8 +44,8 @@ pub struct PipelineConfig {
     pub out_dir: PathBuf,
     /// Recipe preset.
     pub preset: Preset,
-    /// Labelled training images (stratified subset); `None` = all labelled images of a partly
-    /// labelled set, 1,000 of a fully labelled one.
+    /// Labelled training images (stratified subset); `None` = 1,000 of an IDX set, every
+    /// labelled image of a folder.
     pub labels: Option<usize>,
     /// Share of the unlabelled images set apart to validate the autoencoder; `None` = the
     /// source's own split (IDX: the last 5,000), else 10 %.

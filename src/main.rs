@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = aelabel::telemetry::join_causes(e.chain().map(|c| c.to_string()));
+            eprintln!("error: {text}");
             ExitCode::FAILURE
         }
     }

@@ -167,3 +167,28 @@ fn image_folder_mistakes_are_one_line_naming_the_file_or_row() {
         "broken.png",
     );
 }
+
+#[test]
+fn errors_say_their_cause_once() {
+    let (code, _, stderr) = aelabel(&[
+        "serve",
+        "--model",
+        "/nonexistent/m.safetensors",
+        "--no-metrics",
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    png(&dir.path().join("a.png"), 1);
+    let out = dir.path().join("l.csv");
+    let (code, _, stderr) = aelabel(&[
+        "label",
+        "--server",
+        "127.0.0.1:1",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.matches("tcp connect error").count(), 1, "{stderr}");
+}

@@ -48,17 +48,6 @@ pub enum ClientError {
     Usage(String),
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// `host:port` or a full `http://…` URL, as an endpoint URL.
 pub fn server_url(server: &str) -> String {
     if server.contains("://") {
@@ -76,11 +65,11 @@ pub async fn connect(server: &str) -> Result<LabellerClient<Channel>, ClientErro
         reason,
     };
     let channel = Endpoint::from_shared(url.clone())
-        .map_err(|e| failed(error_chain(&e)))?
+        .map_err(|e| failed(crate::telemetry::describe_error(&e)))?
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| failed(error_chain(&e)))?;
+        .map_err(|e| failed(crate::telemetry::describe_error(&e)))?;
     Ok(LabellerClient::new(channel)
         .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))

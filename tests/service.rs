@@ -186,6 +186,16 @@ fn encoded(id: &str, bytes: Vec<u8>) -> pb::Image {
     }
 }
 
+/// A real 28×28 JPEG file.
+fn real_jpeg() -> Vec<u8> {
+    let image = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y * 5) as u8]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&image)
+        .unwrap();
+    out
+}
+
 fn raw(width: u32, height: u32, pixels: Vec<u8>) -> pb::Image {
     pb::Image {
         id: String::new(),
@@ -238,6 +248,24 @@ async fn every_bad_input_is_refused_naming_field_and_index_and_the_server_keeps_
             "truncated JPEG",
             vec![encoded("x", vec![0xff, 0xd8, 0xff, 0xe0, 0, 0x10])],
             "images[0].encoded: image 0 cannot be decoded as JPEG",
+        ),
+        (
+            "JPEG cut in half",
+            vec![good(), encoded("half", {
+                let whole = real_jpeg();
+                whole[..whole.len() / 2].to_vec()
+            })],
+            "images[1].encoded: image 1 cannot be decoded as JPEG: the file ends before its end-of-image marker (it is truncated)",
+        ),
+        (
+            "JPEG whose header claims more than its data",
+            vec![encoded("lying", {
+                let mut lying = real_jpeg();
+                let sof = lying.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+                lying[sof + 5..sof + 9].copy_from_slice(&[0x04, 0x00, 0x04, 0x00]);
+                lying
+            })],
+            "images[0].encoded: image 0 cannot be decoded as JPEG: it holds",
         ),
         (
             "decompression bomb",

@@ -162,6 +162,12 @@ pub fn decode_to_input(
     limits: ImageLimits,
 ) -> Result<Vec<u8>, ImageError> {
     let format = sniff_format(bytes)?;
+    if format.0 == ImageFormat::Jpeg {
+        super::jpeg::check_jpeg(bytes).map_err(|reason| ImageError::Undecodable {
+            format: format.1,
+            reason,
+        })?;
+    }
     declared_size(Cursor::new(bytes), format, limits)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.0);
     let mut decoder_limits = Limits::default();

@@ -8,6 +8,7 @@ mod folder;
 mod gray;
 mod idx;
 mod images;
+mod jpeg;
 mod labels_csv;
 mod split;
 

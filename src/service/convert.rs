@@ -32,12 +32,14 @@ pub struct ParsedImages {
     pub images: ImageBatch,
 }
 
-/// True when some image is an encoded file, so parsing does real CPU work and belongs off
-/// the async reactor.
-pub fn needs_decoding(images: &[pb::Image]) -> bool {
-    images
-        .iter()
-        .any(|i| matches!(i.data, Some(pb::image::Data::Encoded(_))))
+/// True when parsing does real CPU work and so belongs off the async reactor: some image is
+/// an encoded file, or raw pixels of another size that must be resized.
+pub fn needs_decoding(images: &[pb::Image], rules: &ImageRules) -> bool {
+    images.iter().any(|i| match &i.data {
+        Some(pb::image::Data::Encoded(_)) => true,
+        Some(pb::image::Data::Raw(raw)) => (raw.width, raw.height) != (rules.width, rules.height),
+        None => false,
+    })
 }
 
 /// Checks the batch size, then turns every image into model-sized pixels.
@@ -208,5 +210,42 @@ pub fn model_info(meta: &ModelMeta, max_batch: usize) -> pb::ModelInfo {
         training_json: meta.training.to_string(),
         encoder_widths: meta.widths.iter().map(|&w| w as u32).collect(),
         max_batch: max_batch as u32,
+    }
+}
+
+#[cfg(test)]
+mod reactor_tests {
+    use super::{needs_decoding, pb, ImageRules};
+    use crate::data::ImageLimits;
+
+    #[test]
+    fn raw_images_of_another_size_leave_the_reactor_too() {
+        let rules = ImageRules {
+            width: 28,
+            height: 28,
+            limits: ImageLimits::default(),
+            max_batch: 8,
+        };
+        let raw = |width, height| pb::Image {
+            id: String::new(),
+            data: Some(pb::image::Data::Raw(pb::RawImage {
+                width,
+                height,
+                pixels: Vec::new(),
+            })),
+        };
+        assert!(
+            !needs_decoding(&[raw(28, 28)], &rules),
+            "model-sized raw pixels are a copy"
+        );
+        assert!(
+            needs_decoding(&[raw(28, 28), raw(4096, 4000)], &rules),
+            "a resize is work"
+        );
+        let encoded = pb::Image {
+            id: String::new(),
+            data: Some(pb::image::Data::Encoded(vec![1])),
+        };
+        assert!(needs_decoding(&[encoded], &rules));
     }
 }

@@ -76,8 +76,8 @@ enum Admission {
 
 impl Shared {
     async fn parse(&self, images: Vec<pb::Image>) -> Result<ParsedImages, Status> {
-        if convert::needs_decoding(&images) {
-            // PNG/JPEG decoding is real CPU work: keep it off the reactor.
+        if convert::needs_decoding(&images, &self.rules) {
+            // Decoding and resizing are real CPU work: keep them off the reactor.
             let rules = self.rules;
             tokio::task::spawn_blocking(move || convert::parse_images(images, &rules))
                 .await

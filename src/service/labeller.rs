@@ -291,6 +291,7 @@ impl pb::labeller_server::Labeller for LabellerService {
                     Ok(Some(request)) => request,
                     Ok(None) => break,
                     Err(status) => {
+                        let status = super::codes::remap_status(status);
                         let _ = pending_tx.send(Box::pin(async move { Err(status) })).await;
                         break;
                     }

@@ -6,6 +6,7 @@
 //! flips it back to `NOT_SERVING`, stops accepting, and lets in-flight calls finish within
 //! the grace period.
 
+mod codes;
 pub mod convert;
 mod labeller;
 pub mod metrics;
@@ -213,6 +214,7 @@ impl Application {
         let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(codes::remap_response))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -641,6 +641,16 @@ async fn unary_calls_over_the_in_flight_bound_fail_fast_with_resource_exhausted(
         sent.elapsed() < Duration::from_millis(150),
         "refusal was not immediate"
     );
+    // Admission comes before decoding: a file that would not even decode is refused for the
+    // slot, not parsed first.
+    let status = second
+        .label(pb::LabelRequest {
+            images: vec![encoded("x", b"\x89PNG\r\n\x1a\nbroken".to_vec())],
+            review_threshold: None,
+        })
+        .await
+        .expect_err("over the bound");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     slow.await.unwrap().expect("the admitted call succeeds");
     server.shutdown().await;
 }

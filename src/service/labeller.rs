@@ -225,8 +225,8 @@ impl pb::labeller_server::Labeller for LabellerService {
         let shared = self.shared();
         let images = request.into_inner().images;
         observed(&self.metrics, "Encode", images.len(), async {
-            let parsed = shared.parse(images).await?;
             let slot = shared.admit(Admission::FailFast).await?;
+            let parsed = shared.parse(images).await?;
             let (ids, output) = shared.run(Task::Encode, parsed, slot)?.await?;
             Ok(Response::new(convert::encode_response(
                 ids,
@@ -246,8 +246,8 @@ impl pb::labeller_server::Labeller for LabellerService {
         let include_values = request.include_values;
         let images = request.images;
         observed(&self.metrics, "Reconstruct", images.len(), async {
-            let parsed = shared.parse(images).await?;
             let slot = shared.admit(Admission::FailFast).await?;
+            let parsed = shared.parse(images).await?;
             let (ids, output) = shared.run(Task::Reconstruct, parsed, slot)?.await?;
             Ok(Response::new(convert::reconstruct_response(
                 ids,
@@ -356,8 +356,9 @@ async fn label_pending(
         request.review_threshold,
         engine.meta().auto_accept_threshold,
     )?;
-    let parsed = shared.parse(request.images).await?;
+    // Admission first: decoding costs memory and CPU, so --max-in-flight must bound it too.
     let slot = shared.admit(admission).await?;
+    let parsed = shared.parse(request.images).await?;
     let result = shared.label(parsed, threshold, slot)?;
     Ok(Box::pin(async move {
         let (ids, predictions) = result.await?;

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Largest image width or height accepted, checked before decoding.
     #[arg(long, default_value_t = 4096, env = "AELABEL_MAX_IMAGE_SIDE")]
     pub max_image_side: u32,
+    /// MiB of decoded pixels all in-flight requests together may hold (a 4096×4096 16-bit
+    /// RGBA PNG takes 144 MiB); requests beyond it get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 256, env = "AELABEL_MAX_DECODE_MIB", value_parser = parse_positive)]
+    pub max_decode_mib: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10.0, env = "AELABEL_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: f64,
@@ -355,6 +359,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         max_message_bytes: args.max_message_bytes,
         max_image_side: args.max_image_side,
+        max_decode_bytes: (args.max_decode_mib as u64) << 20,
         shutdown_grace: seconds(args.shutdown_grace_secs, "--shutdown-grace-secs")?,
     };
     runtime()?.block_on(async move {

@@ -114,6 +114,26 @@ pub fn raw_to_input(
     Ok(resize_triangle(&image, (to_width, to_height)))
 }
 
+/// Bytes decoding `bytes` (a PNG or JPEG) can take at its peak, from its header alone: the
+/// decoded image at its widest pixel type (16-bit RGBA for PNG, 4 channels for JPEG) plus its
+/// 8-bit gray copy. 0 when the header cannot be read (decoding will refuse the file anyway).
+pub fn decode_cost(bytes: &[u8]) -> u64 {
+    let Ok(format) = sniff_format(bytes) else {
+        return 0;
+    };
+    let Ok((width, height)) =
+        ImageReader::with_format(Cursor::new(bytes), format.0).into_dimensions()
+    else {
+        return 0;
+    };
+    let per_pixel = if format.0 == ImageFormat::Png {
+        8 + 1
+    } else {
+        4 + 1
+    };
+    u64::from(width) * u64::from(height) * per_pixel
+}
+
 /// PNG or JPEG, told from the file's first bytes (never from its name), with its display name.
 pub(crate) fn sniff_format(head: &[u8]) -> Result<(ImageFormat, &'static str), ImageError> {
     match image::guess_format(head) {

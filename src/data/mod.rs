@@ -13,7 +13,7 @@ mod labels_csv;
 mod split;
 
 pub use dataset::{read_idx_pair, resize_set, DataOptions, Dataset, SourceKind, IDX_VALID_SIZE};
-pub use decode::{decode_to_input, raw_to_input, ImageError, ImageLimits};
+pub use decode::{decode_cost, decode_to_input, raw_to_input, ImageError, ImageLimits};
 pub use folder::{
     is_idx_dir, read_image_folder, FolderData, FolderOptions, DEFAULT_INPUT_SIZE, MAX_FILE_SIDE,
 };

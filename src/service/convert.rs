@@ -21,6 +21,25 @@ pub struct ImageRules {
     pub limits: ImageLimits,
     /// Most images in one request.
     pub max_batch: usize,
+    /// Bytes all in-flight decodes together may hold (decoded pixels at their widest).
+    pub decode_budget: u64,
+}
+
+/// Peak bytes preparing `images` can hold: each encoded file at its header's size and widest
+/// pixel type, each raw image that needs resizing at its own size.
+pub fn decode_cost(images: &[pb::Image], rules: &ImageRules) -> u64 {
+    images
+        .iter()
+        .map(|i| match &i.data {
+            Some(pb::image::Data::Encoded(bytes)) => crate::data::decode_cost(bytes),
+            Some(pb::image::Data::Raw(raw))
+                if (raw.width, raw.height) != (rules.width, rules.height) =>
+            {
+                u64::from(raw.width) * u64::from(raw.height) * 2
+            }
+            _ => 0,
+        })
+        .sum()
 }
 
 /// A validated request's images: client ids and pixels at the model's input size.
@@ -225,6 +244,7 @@ mod reactor_tests {
             height: 28,
             limits: ImageLimits::default(),
             max_batch: 8,
+            decode_budget: 1 << 20,
         };
         let raw = |width, height| pb::Image {
             id: String::new(),

@@ -25,6 +25,26 @@ pub struct LabellerService {
     slots: Arc<Semaphore>,
     max_in_flight: usize,
     metrics: Arc<Metrics>,
+    decode_budget: Arc<Semaphore>,
+}
+
+/// Takes `bytes` (rounded up to KiB) of the decode budget, or refuses the call naming it.
+fn reserve(
+    budget: &Arc<Semaphore>,
+    bytes: u64,
+    rules: &ImageRules,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Status> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    budget.clone().try_acquire_many_owned(kib).map(Some).map_err(|_| {
+        Status::resource_exhausted(format!(
+            "images: decoding this request needs up to {} MiB, more than is free of the server's decode budget of {} MiB (--max-decode-mib); retry later, or send smaller images",
+            bytes.div_ceil(1 << 20),
+            rules.decode_budget >> 20
+        ))
+    })
 }
 
 impl LabellerService {
@@ -41,6 +61,11 @@ impl LabellerService {
             slots: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             metrics,
+            decode_budget: Arc::new(Semaphore::new(
+                usize::try_from(rules.decode_budget.div_ceil(1024))
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
         }
     }
 
@@ -51,6 +76,7 @@ impl LabellerService {
             slots: self.slots.clone(),
             max_in_flight: self.max_in_flight,
             metrics: self.metrics.clone(),
+            decode_budget: self.decode_budget.clone(),
         }
     }
 }
@@ -63,6 +89,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     max_in_flight: usize,
     metrics: Arc<Metrics>,
+    decode_budget: Arc<Semaphore>,
 }
 
 /// How a call waits for an in-flight slot.
@@ -77,11 +104,16 @@ enum Admission {
 impl Shared {
     async fn parse(&self, images: Vec<pb::Image>) -> Result<ParsedImages, Status> {
         if convert::needs_decoding(&images, &self.rules) {
-            // Decoding and resizing are real CPU work: keep them off the reactor.
+            // Decoding and resizing are real CPU work: keep them off the reactor, and hold
+            // their peak memory against the decode budget while they run.
             let rules = self.rules;
-            tokio::task::spawn_blocking(move || convert::parse_images(images, &rules))
-                .await
-                .map_err(|_| Status::internal("image decoding stopped unexpectedly"))?
+            let budget = self.decode_budget.clone();
+            tokio::task::spawn_blocking(move || {
+                let _held = reserve(&budget, convert::decode_cost(&images, &rules), &rules)?;
+                convert::parse_images(images, &rules)
+            })
+            .await
+            .map_err(|_| Status::internal("image decoding stopped unexpectedly"))?
         } else {
             convert::parse_images(images, &self.rules)
         }

@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Largest image side accepted (raw, or declared in a PNG/JPEG header).
     pub max_image_side: u32,
+    /// Bytes all in-flight image decodes together may hold; calls beyond it get
+    /// `RESOURCE_EXHAUSTED` naming the budget.
+    pub max_decode_bytes: u64,
     /// How long in-flight calls may run on after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -201,6 +204,7 @@ impl Application {
                 max_side: self.config.max_image_side,
             },
             max_batch: self.config.engine.max_batch,
+            decode_budget: self.config.max_decode_bytes,
         };
         let labeller = LabellerServer::new(LabellerService::new(
             self.engine.clone(),

@@ -45,6 +45,7 @@ pub fn config() -> ServeConfig {
         max_in_flight: 64,
         max_message_bytes: 4 << 20,
         max_image_side: 1024,
+        max_decode_bytes: 256 << 20,
         shutdown_grace: Duration::from_secs(5),
     }
 }

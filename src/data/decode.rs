@@ -116,8 +116,9 @@ pub fn raw_to_input(
 
 /// Bytes decoding `bytes` (a PNG or JPEG) can take at its peak, from its header alone: the
 /// decoded image at its widest pixel type (16-bit RGBA for PNG, 4 channels for JPEG) plus its
-/// 8-bit gray copy. 0 when the header cannot be read (decoding will refuse the file anyway).
-pub fn decode_cost(bytes: &[u8]) -> u64 {
+/// 8-bit gray copy. 0 when the header cannot be read or breaks `limits`: validation refuses
+/// such a file before anything is decoded.
+pub fn decode_cost(bytes: &[u8], limits: ImageLimits) -> u64 {
     let Ok(format) = sniff_format(bytes) else {
         return 0;
     };
@@ -126,6 +127,9 @@ pub fn decode_cost(bytes: &[u8]) -> u64 {
     else {
         return 0;
     };
+    if check_side(width, height, limits).is_err() {
+        return 0;
+    }
     let per_pixel = if format.0 == ImageFormat::Png {
         8 + 1
     } else {

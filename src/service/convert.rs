@@ -31,9 +31,11 @@ pub fn decode_cost(images: &[pb::Image], rules: &ImageRules) -> u64 {
     images
         .iter()
         .map(|i| match &i.data {
-            Some(pb::image::Data::Encoded(bytes)) => crate::data::decode_cost(bytes),
+            Some(pb::image::Data::Encoded(bytes)) => crate::data::decode_cost(bytes, rules.limits),
             Some(pb::image::Data::Raw(raw))
-                if (raw.width, raw.height) != (rules.width, rules.height) =>
+                if (raw.width, raw.height) != (rules.width, rules.height)
+                    && raw.width <= rules.limits.max_side
+                    && raw.height <= rules.limits.max_side =>
             {
                 u64::from(raw.width) * u64::from(raw.height) * 2
             }

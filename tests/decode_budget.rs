@@ -1,6 +1,7 @@
 //! Decoded pixels are a budget like time: many concurrent calls with a small file that
 //! decodes to 134 MB keep the server's memory bounded; the calls beyond the budget get
-//! RESOURCE_EXHAUSTED naming it, and the same calls succeed one at a time.
+//! RESOURCE_EXHAUSTED naming it, the memory goes back afterwards, and the same calls succeed
+//! one at a time.
 
 mod common;
 
@@ -38,12 +39,16 @@ fn png_bomb() -> Vec<u8> {
     png
 }
 
-/// Peak resident memory of this process so far, in MB.
-fn peak_rss_mb() -> f64 {
+/// A memory figure of this process from /proc (`VmHWM` = peak, `VmRSS` = now), in MB.
+fn memory_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
     let kb: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb / 1024.0
+}
+
+fn peak_rss_mb() -> f64 {
+    memory_mb("VmHWM:")
 }
 
 fn request(png: &[u8]) -> pb::LabelRequest {
@@ -65,6 +70,7 @@ async fn fifty_concurrent_decompression_heavy_calls_stay_within_the_decode_budge
     let budget_mib = cfg.max_decode_bytes >> 20;
     let server = TestServer::start(cfg, true).await;
     let before = peak_rss_mb();
+    let resident_before = memory_mb("VmRSS:");
 
     let mut calls = Vec::new();
     for _ in 0..50 {
@@ -98,6 +104,12 @@ async fn fifty_concurrent_decompression_heavy_calls_stay_within_the_decode_budge
         "peak RSS {peak:.0} MB (before the burst {before:.0} MB)"
     );
 
+    // Freed decodes go back to the system (glibc returns blocks above its mmap threshold).
+    let resident_after = memory_mb("VmRSS:");
+    assert!(
+        resident_after <= 2.0 * resident_before,
+        "resident {resident_after:.0} MB after the burst, {resident_before:.0} MB before"
+    );
     // One at a time, the same calls succeed.
     let mut client = server.client().await;
     for _ in 0..3 {

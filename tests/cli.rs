@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::process::Command;
-
 fn aelabel(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_aelabel"))
+    let out = common::clean_command()
         .args(args)
         .env(
             "AELABEL_HOME",

@@ -78,10 +78,9 @@ pub fn write(path: &Path, bytes: &[u8]) {
 
 /// Runs the `aelabel` binary quietly with `args`; returns exit code, stdout and stderr.
 pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aelabel"))
+    let out = clean_command()
         .args(args)
         .arg("--quiet")
-        .env_remove("RUST_LOG")
         .output()
         .expect("the binary runs");
     (
@@ -89,4 +88,17 @@ pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The `aelabel` binary with no `AELABEL_*` or `RUST_LOG` variable from the environment the
+/// tests run in, so a developer's settings cannot change what a test sees.
+pub fn clean_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aelabel"));
+    command.env_remove("RUST_LOG");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AELABEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }

@@ -360,3 +360,25 @@ fn a_higher_target_accuracy_raises_the_threshold_and_accepts_fewer() {
     // Same seed, same data: only the threshold differs, not the out-of-fold evidence.
     assert_eq!(low.cross_validated_accuracy, high.cross_validated_accuracy);
 }
+
+#[test]
+fn valid_fraction_and_input_size_shape_the_run() {
+    let dir = tempdir().unwrap();
+    let mut config = cheap(dir.path());
+    config.valid_fraction = Some(0.2);
+    config.data.input_size = Some((14, 14));
+    let report = run(&config, &Silent).unwrap();
+    // 2,000 images, 100 labelled: a fifth of the 1,900 unlabelled validate the autoencoder.
+    assert_eq!(
+        (report.data.valid_images, report.data.train_images),
+        (380, 1620)
+    );
+    assert_eq!((report.data.labelled, report.data.unlabelled), (100, 1520));
+    assert_eq!(report.data.input_size, [14, 14]);
+    assert_eq!(
+        report.recipe.pretrain.widths[0], 196,
+        "first width follows the input size"
+    );
+    let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
+    assert_eq!((model.meta.input_width, model.meta.input_height), (14, 14));
+}

@@ -98,7 +98,6 @@ pub fn split(data: Dataset, options: &SplitOptions) -> Result<TrainingData, Data
         None if fully && kind == SourceKind::Idx => DEFAULT_LABELS.min(candidates.len()),
         None => candidates.len(),
     };
-    check_enough_labels(&candidate_labels, &class_names, options.folds)?;
     let labelled_rows: Vec<usize> = if wanted == candidates.len() {
         candidates
     } else {

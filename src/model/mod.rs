@@ -7,7 +7,7 @@ pub mod linalg;
 pub mod net;
 pub mod oracle;
 
-pub use checkpoint::{CheckpointError, Model, ModelMeta, MODEL_FORMAT, PREPROCESSING};
+pub use checkpoint::{sha256_hex, CheckpointError, Model, ModelMeta, MODEL_FORMAT, PREPROCESSING};
 pub use inputs::{Inputs, CHUNK_ROWS};
 pub use net::{Activation, Layer, Loss, Network, Param, StepStats, Target, Workspace};
 

@@ -293,8 +293,9 @@ impl Application {
         let grace = self.config.shutdown_grace;
         let status = reporter.clone();
         let addr = self.grpc_addr;
+        // Logged here, not in the task: "listening" must come before warm-up's "serving".
+        tracing::info!(%addr, "listening");
         let task = tokio::spawn(async move {
-            tracing::info!(%addr, "listening");
             let finished = tokio::select! {
                 _ = shutdown => None,
                 result = &mut server => Some(result),

@@ -18,6 +18,27 @@ use tracing::Instrument;
 /// server stops reading the stream, so HTTP/2 flow control pushes back on the client.
 const STREAM_WINDOW: usize = 4;
 
+/// How many nice levels below the server's own priority image work runs, so that a machine
+/// saturated with decoding and resizing still answers health checks and small calls at once.
+const IMAGE_WORK_NICE_INCREMENT: i32 = 10;
+
+/// Lowers the calling blocking-pool thread's CPU priority by [`IMAGE_WORK_NICE_INCREMENT`],
+/// once per thread (Linux nice values are per thread; an unprivileged thread cannot raise its
+/// own back, so the thread keeps it for whatever blocking work it runs later).
+fn lower_priority_for_image_work() {
+    thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    LOWERED.with(|lowered| {
+        if !lowered.replace(true) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: nice only reads its integer argument and changes the calling thread's
+            // priority. A failure leaves the priority as it was, which is harmless.
+            unsafe {
+                libc::nice(IMAGE_WORK_NICE_INCREMENT);
+            }
+        }
+    });
+}
+
 /// State shared by every call.
 pub struct LabellerService {
     engine: Arc<EngineHandle>,
@@ -120,6 +141,7 @@ impl Shared {
             // their peak memory against the decode budget while they run.
             let budget = self.decode_budget.clone();
             tokio::task::spawn_blocking(move || {
+                lower_priority_for_image_work();
                 let _held = reserve(&budget, convert::decode_cost(&images, &rules), &rules)?;
                 convert::parse_images(images, &rules)
             })

@@ -6,6 +6,7 @@
 //! flips it back to `NOT_SERVING`, stops accepting, and lets in-flight calls finish within
 //! the grace period.
 
+pub mod codec;
 mod codes;
 pub mod convert;
 mod labeller;

@@ -2,13 +2,17 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod server;
 
 use aelabel::data::DataOptions;
 use aelabel::pipeline::{PipelineConfig, Preset};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A pipeline run on a small slice of the real data (seconds, not minutes), writing to `out`.
 pub fn quick_pipeline_config(out: &Path) -> PipelineConfig {
@@ -103,4 +107,35 @@ pub fn clean_command() -> std::process::Command {
         }
     }
     command
+}
+
+/// Runs a test body with a time limit: a hang fails the test (and unwinds its guards) instead
+/// of stalling the suite.
+pub async fn within<T>(limit: Duration, body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"))
+}
+
+/// How often [`eventually`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `check` until it returns `Some`, and returns that; panics naming `what` when
+/// `limit` passes first. For waiting on state a test can observe, instead of sleeping.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for {what} in vain"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }

@@ -292,9 +292,9 @@ impl Application {
         let (stopping_tx, stopping) = watch::channel(false);
         let grace = self.config.shutdown_grace;
         let status = reporter.clone();
-        let addr = self.grpc_addr;
+        // Logged here, not in the task below, so that it always precedes warm-up's "serving".
+        tracing::info!(addr = %self.grpc_addr, "listening");
         let task = tokio::spawn(async move {
-            tracing::info!(%addr, "listening");
             let finished = tokio::select! {
                 _ = shutdown => None,
                 result = &mut server => Some(result),

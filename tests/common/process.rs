@@ -77,8 +77,7 @@ impl ServerProcess {
             exited: None,
         };
         let deadline = Instant::now() + START_LIMIT;
-        // "listening" comes from the server's task and "serving" from warm-up: either may
-        // be logged first.
+        // "listening" names the port; "serving" says the warm-up is done.
         let mut serving = false;
         while !serving || server.addr.port() == 0 {
             let line = server.next_json(deadline, "logs \"serving\"");

@@ -82,13 +82,45 @@ pub fn write(path: &Path, bytes: &[u8]) {
     }
 }
 
+/// Longest a command a test runs may take before it is killed and the test fails.
+const COMMAND_LIMIT: Duration = Duration::from_secs(600);
+
 /// Runs the `aelabel` binary quietly with `args`; returns exit code, stdout and stderr.
 pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let out = clean_command()
-        .args(args)
-        .arg("--quiet")
-        .output()
+    let mut command = clean_command();
+    command.args(args).arg("--quiet");
+    output_within(command)
+}
+
+/// Runs `command` to its end; returns exit code, stdout and stderr. A run that outlasts
+/// [`COMMAND_LIMIT`] is killed and fails the test.
+pub fn output_within(mut command: std::process::Command) -> (i32, String, String) {
+    use std::process::Stdio;
+    let shown = format!("{command:?}");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the binary runs");
+    let pid = child.id();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done_tx.send(());
+        output
+    });
+    if done.recv_timeout(COMMAND_LIMIT).is_err() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        let _ = waiter.join();
+        panic!("{shown} ran over {COMMAND_LIMIT:?}; killed it");
+    }
+    let out = waiter
+        .join()
+        .expect("the waiting thread")
+        .expect("the binary's output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

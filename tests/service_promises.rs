@@ -279,6 +279,17 @@ async fn every_unary_method_over_max_in_flight_gets_resource_exhausted() {
 
         let mut client = server.client().await;
         let images = || wire_images(&pixels[..784], "x-");
+        // A stream message waits for a slot instead of failing (two images: a full batch).
+        let (stream_tx, stream_rx) = tokio::sync::mpsc::channel(1);
+        let mut answers = client
+            .label_stream(ReceiverStream::new(stream_rx))
+            .await
+            .unwrap()
+            .into_inner();
+        stream_tx
+            .send(label_request(wire_images(&pixels, "waited-")))
+            .await
+            .unwrap();
         let refusals = [
             (
                 "Encode",
@@ -341,9 +352,22 @@ async fn every_unary_method_over_max_in_flight_gets_resource_exhausted() {
             );
         }
         assert_eq!(counts.value("aelabel_in_flight_requests", &[]), 1.0);
+        let stream = [("method", "LabelStream")];
+        assert!(counts
+            .matching("aelabel_requests_total", &stream)
+            .is_empty());
 
-        // The holder gives up: its slot comes back, and a full batch is answered at once.
+        // The holder gives up: its slot goes to the waiting stream message, then comes back,
+        // and a full batch is answered at once.
         held.abort();
+        let waited = answers
+            .message()
+            .await
+            .unwrap()
+            .expect("the stream is answered");
+        assert_eq!(waited.predictions.len(), 2);
+        assert_eq!(waited.predictions[0].id, "waited-0");
+        drop(stream_tx);
         wait_for_metric(server.metrics_addr, "aelabel_in_flight_requests", &[], 0.0).await;
         let response = client
             .encode(pb::EncodeRequest {

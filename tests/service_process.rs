@@ -62,15 +62,17 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_cuts_what_outlast
         let metrics = server.metrics_addr.expect("metrics on");
         let connection = channel(server.addr).await;
         let mut health = HealthClient::new(connection.clone());
-        let mut watch = health
-            .watch(HealthCheckRequest {
-                service: "aelabel.v1.Labeller".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let first = watch.message().await.unwrap().expect("a status");
-        assert_eq!(first.status, ServingStatus::Serving as i32);
+        // Watches of the Labeller and of the whole server ("").
+        let mut watches = Vec::new();
+        for service in ["aelabel.v1.Labeller", ""] {
+            let request = HealthCheckRequest {
+                service: service.into(),
+            };
+            let mut watch = health.watch(request).await.unwrap().into_inner();
+            let first = watch.message().await.unwrap().expect("a status");
+            assert_eq!(first.status, ServingStatus::Serving as i32, "{service:?}");
+            watches.push(watch);
+        }
 
         // A stream opened before the signal, with nothing sent yet, and a unary call in flight.
         let mut client = LabellerClient::new(connection.clone());
@@ -94,8 +96,10 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_cuts_what_outlast
         let signalled = Instant::now();
         server.terminate();
         // Health turns NOT_SERVING.
-        let after = watch.message().await.unwrap().expect("a status");
-        assert_eq!(after.status, ServingStatus::NotServing as i32);
+        for watch in &mut watches {
+            let after = watch.message().await.unwrap().expect("a status");
+            assert_eq!(after.status, ServingStatus::NotServing as i32);
+        }
         // The server stops listening (a call that connected just before that may still be
         // served, like any call already in flight); from then on new calls are refused.
         eventually(SETTLE, "the server to close its ports", || {
@@ -109,6 +113,17 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_cuts_what_outlast
             .await
             .expect_err("a new call after the ports closed");
         assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        // So are new calls on the connection still open for the calls in flight: the server
+        // has sent GOAWAY, so tonic's client either cancels the call on that connection
+        // (CANCELLED, "connection closed") or reconnects and is refused (UNAVAILABLE).
+        let refused = client
+            .get_model_info(pb::GetModelInfoRequest {})
+            .await
+            .expect_err("a new call on the draining connection");
+        assert!(
+            matches!(refused.code(), Code::Cancelled | Code::Unavailable),
+            "{refused:?}"
+        );
 
         // The stream opened before the signal is still served: its image completes the batch
         // the in-flight call waits in, and both are answered.
@@ -131,7 +146,9 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_cuts_what_outlast
         // the server exits 0.
         let cut = answers.message().await;
         assert!(cut.is_err(), "the open stream was not cut: {cut:?}");
-        assert!(watch.message().await.is_err(), "the watch was not cut");
+        for watch in &mut watches {
+            assert!(watch.message().await.is_err(), "a health watch was not cut");
+        }
         assert!(
             signalled.elapsed() >= grace,
             "calls were cut after {:?}, before the grace period of {grace:?}",

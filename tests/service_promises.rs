@@ -7,13 +7,13 @@ mod common;
 use aelabel::wire as pb;
 use aelabel::wire::labeller_client::LabellerClient;
 use common::metrics::{scrape, Scrape};
+use common::proxy::TcpProxy;
 use common::server::{config, raw_image, test_images, TestServer};
 use common::{eventually, within};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -70,39 +70,6 @@ async fn small_window_client(addr: SocketAddr) -> LabellerClient<Channel> {
         .await
         .expect("connects");
     LabellerClient::new(channel)
-}
-
-/// A TCP relay to `target`; dropping the returned guard cuts every connection through it,
-/// as a client that loses its network would.
-struct Relay {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut links = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                links.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Self { addr, task }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        // Aborting the accept task drops its JoinSet, which aborts every link and closes both
-        // of its sockets.
-        self.task.abort();
-    }
 }
 
 /// `count` label requests of `per_message` test images each, built only when the client's
@@ -227,8 +194,8 @@ async fn label_stream_whose_client_stops_reading_holds_a_bounded_number_of_messa
 async fn label_stream_client_that_disconnects_mid_stream_frees_its_slots() {
     within(LIMIT, async {
         let server = TestServer::default().await;
-        let relay = Relay::start(server.addr).await;
-        let mut client = small_window_client(relay.addr).await;
+        let proxy = TcpProxy::start(server.addr).await;
+        let mut client = small_window_client(proxy.addr).await;
         let pulled = Arc::new(AtomicUsize::new(0));
         let answers = client
             .label_stream(endless_requests(1000, 50, pulled.clone()))
@@ -239,7 +206,7 @@ async fn label_stream_client_that_disconnects_mid_stream_frees_its_slots() {
 
         // The connection goes away mid-stream: the server drops the stream's queued messages
         // and gives back every slot.
-        drop(relay);
+        proxy.cut();
         let freed =
             wait_for_metric(server.metrics_addr, "aelabel_in_flight_requests", &[], 0.0).await;
         assert_eq!(freed.value("aelabel_queue_images", &[]), 0.0);

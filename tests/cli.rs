@@ -3,19 +3,12 @@
 mod common;
 
 fn aelabel(args: &[&str]) -> (i32, String, String) {
-    let out = common::clean_command()
-        .args(args)
-        .env(
-            "AELABEL_HOME",
-            std::env::temp_dir().join("aelabel-cli-test"),
-        )
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut command = common::clean_command();
+    command.args(args).env(
+        "AELABEL_HOME",
+        std::env::temp_dir().join("aelabel-cli-test"),
+    );
+    common::output_within(command)
 }
 
 fn assert_one_line_error(args: &[&str], expected: &str) {

@@ -3,10 +3,9 @@
 
 mod common;
 
+use common::process::{serve_command, ServerProcess};
 use common::server::{model_path, test_images, TestServer};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 async fn run(args: &[&str]) -> (i32, String, String) {
@@ -227,53 +226,19 @@ async fn label_encode_and_bench_commands_work_against_a_running_server() {
 
 #[test]
 fn serve_exits_zero_on_sigterm_after_logging_its_address() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aelabel"))
-        .args([
-            "serve",
-            "--log-format",
-            "json",
-            "--addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--model",
-        ])
-        .arg(model_path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut serving = false;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let json: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if json["fields"]["message"] == "serving" {
-            serving = true;
-            break;
-        }
-    }
-    assert!(serving, "the server never said it was serving");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0));
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+    // The guard kills the server if an assertion fails; every wait has a deadline.
+    let mut server = ServerProcess::spawn(serve_command(model_path()));
+    assert_ne!(server.addr.port(), 0, "the log names the bound gRPC port");
+    assert!(
+        server.metrics_addr.is_some(),
+        "the log names the metrics port"
+    );
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        server.log.iter().any(|l| l.contains("shutting down")),
+        "{:?}",
+        server.log
+    );
 }

@@ -4,11 +4,10 @@
 
 mod common;
 
+use common::process::{serve_command, ServerProcess};
 use image::{imageops, GrayImage, Rgb, RgbImage};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Fashion-MNIST classes used, under the names the folder gives them.
@@ -67,40 +66,6 @@ fn source(file: &str, n: usize) -> Vec<(Vec<u8>, u32)> {
         .take(n)
         .map(|(p, l)| (p.to_vec(), u32::from(l)))
         .collect()
-}
-
-/// `aelabel serve` on port 0; returns the child and its gRPC address once it is serving.
-fn serve(model: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aelabel"))
-        .args(["serve", "--log-format", "json", "--addr", "127.0.0.1:0"])
-        .args(["--no-metrics", "--threads", "1", "--model"])
-        .arg(model)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut addr = None;
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let json: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        let fields = &json["fields"];
-        if fields["message"] == "listening" {
-            addr = fields["addr"].as_str().map(String::from);
-        }
-        if fields["message"] == "serving" {
-            break;
-        }
-    }
-    let addr = addr.expect("the server logged its address before serving");
-    (child, addr)
-}
-
-/// Kills the server even when an assertion fails.
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -177,8 +142,11 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
         "test accuracy {accuracy} on 3 classes (chance 0.33)"
     );
 
-    let (child, addr) = serve(&out.join("model.safetensors"));
-    let _server = Killed(child);
+    // The guard kills the server even when an assertion fails.
+    let mut command = serve_command(&out.join("model.safetensors"));
+    command.arg("--no-metrics");
+    let server = ServerProcess::spawn(command);
+    let addr = server.addr.to_string();
     let labels_csv = dir.path().join("labels.csv");
     let started = Instant::now();
     let (code, stdout, stderr) = common::aelabel_quiet(&[

@@ -6,7 +6,6 @@ use aelabel::model::{encoder_depth, top_class, Model};
 use aelabel::pipeline::probabilities;
 use aelabel::wire as pb;
 use common::server::{config, model_path, raw_image, test_images, TestServer};
-use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -583,109 +582,5 @@ async fn concurrent_clients_and_a_long_stream_get_correct_ordered_results() {
         }
     }
     assert_eq!(seen, 4000);
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_lets_an_in_flight_request_finish() {
-    let mut cfg = config();
-    // The batcher holds a lone request this long, so it is surely in flight at shutdown.
-    cfg.engine.max_queue_delay = Duration::from_millis(400);
-    let mut server = TestServer::start(cfg, true).await;
-    let mut client = server.client().await;
-    let (pixels, _) = test_images(1);
-    let call = tokio::spawn(async move {
-        client
-            .encode(pb::EncodeRequest {
-                images: vec![raw_image("late", &pixels)],
-            })
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    server.begin_shutdown();
-    let response = call.await.unwrap().expect("the in-flight call is answered");
-    assert_eq!(response.into_inner().embeddings[0].id, "late");
-    server.shutdown().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "shutdown waited for the grace period"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unary_calls_over_the_in_flight_bound_fail_fast_with_resource_exhausted() {
-    let mut cfg = config();
-    cfg.max_in_flight = 1;
-    cfg.engine.max_queue_delay = Duration::from_millis(300);
-    let server = TestServer::start(cfg, true).await;
-    let mut first = server.client().await;
-    let mut second = server.client().await;
-    let slow = tokio::spawn(async move {
-        first
-            .encode(pb::EncodeRequest {
-                images: vec![raw_image("a", &[0; 784])],
-            })
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent = Instant::now();
-    let status = second
-        .encode(pb::EncodeRequest {
-            images: vec![raw_image("b", &[0; 784])],
-        })
-        .await
-        .expect_err("over the bound");
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(
-        sent.elapsed() < Duration::from_millis(150),
-        "refusal was not immediate"
-    );
-    // Admission comes before decoding: a file that would not even decode is refused for the
-    // slot, not parsed first.
-    let status = second
-        .label(pb::LabelRequest {
-            images: vec![encoded("x", b"\x89PNG\r\n\x1a\nbroken".to_vec())],
-            review_threshold: None,
-        })
-        .await
-        .expect_err("over the bound");
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    slow.await.unwrap().expect("the admitted call succeeds");
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_endpoint_counts_requests_by_method_and_status() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::default().await;
-    let mut client = server.client().await;
-    client
-        .encode(pb::EncodeRequest {
-            images: vec![raw_image("a", &[0; 784])],
-        })
-        .await
-        .unwrap();
-    let _ = client.encode(pb::EncodeRequest { images: vec![] }).await;
-    let mut tcp = tokio::net::TcpStream::connect(server.metrics_addr)
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await.unwrap();
-    for line in [
-        "HTTP/1.0 200 OK",
-        "aelabel_requests_total{code=\"OK\",method=\"Encode\"} 1",
-        "aelabel_requests_total{code=\"INVALID_ARGUMENT\",method=\"Encode\"} 1",
-        "aelabel_images_total{method=\"Encode\"} 1",
-        "aelabel_request_duration_seconds_count{method=\"Encode\"} 2",
-        "aelabel_batch_images_count{task=\"encode\"} 1",
-        "aelabel_queue_images 0",
-        "aelabel_model_info{version=",
-    ] {
-        assert!(body.contains(line), "/metrics lacks `{line}`:\n{body}");
-    }
     server.shutdown().await;
 }

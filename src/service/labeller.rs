@@ -167,12 +167,9 @@ impl Shared {
                 .await
                 .map_err(|_| Status::unavailable("the server is shutting down"))?,
         };
-        self.metrics
-            .set_in_flight(self.max_in_flight - self.slots.available_permits());
+        self.metrics.slot_taken();
         Ok(Slot {
             _permit: permit,
-            slots: self.slots.clone(),
-            max: self.max_in_flight,
             metrics: self.metrics.clone(),
         })
     }
@@ -220,19 +217,16 @@ async fn hold_slot<T>(
     Ok((ids, result))
 }
 
-/// An in-flight slot; releasing it updates the gauge.
+/// An in-flight slot; taking and releasing it moves the gauge by one, atomically, so slots
+/// taken and released at the same moment cannot leave it at a stale count.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
-    max: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // The permit is released after this body runs, so count it as already gone.
-        let busy = self.max - self.slots.available_permits();
-        self.metrics.set_in_flight(busy.saturating_sub(1));
+        self.metrics.slot_released();
     }
 }
 

@@ -147,9 +147,14 @@ impl Metrics {
         }
     }
 
-    /// Sets the number of requests holding an in-flight slot.
-    pub fn set_in_flight(&self, requests: usize) {
-        self.in_flight.set(requests as i64);
+    /// One more request holds an in-flight slot.
+    pub fn slot_taken(&self) {
+        self.in_flight.inc();
+    }
+
+    /// One request gave its in-flight slot back.
+    pub fn slot_released(&self) {
+        self.in_flight.dec();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -293,9 +293,8 @@ impl Application {
         let (stopping_tx, stopping) = watch::channel(false);
         let grace = self.config.shutdown_grace;
         let status = reporter.clone();
-        let addr = self.grpc_addr;
-        // Logged here, not in the task: "listening" must come before warm-up's "serving".
-        tracing::info!(%addr, "listening");
+        // Logged here, not in the task below, so that it always precedes warm-up's "serving".
+        tracing::info!(addr = %self.grpc_addr, "listening");
         let task = tokio::spawn(async move {
             let finished = tokio::select! {
                 _ = shutdown => None,

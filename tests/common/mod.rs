@@ -2,13 +2,17 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod server;
 
 use aelabel::data::DataOptions;
 use aelabel::pipeline::{PipelineConfig, Preset};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A pipeline run on a small slice of the real data (seconds, not minutes), writing to `out`.
 pub fn quick_pipeline_config(out: &Path) -> PipelineConfig {
@@ -78,13 +82,45 @@ pub fn write(path: &Path, bytes: &[u8]) {
     }
 }
 
+/// Longest a command a test runs may take before it is killed and the test fails.
+const COMMAND_LIMIT: Duration = Duration::from_secs(600);
+
 /// Runs the `aelabel` binary quietly with `args`; returns exit code, stdout and stderr.
 pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let out = clean_command()
-        .args(args)
-        .arg("--quiet")
-        .output()
+    let mut command = clean_command();
+    command.args(args).arg("--quiet");
+    output_within(command)
+}
+
+/// Runs `command` to its end; returns exit code, stdout and stderr. A run that outlasts
+/// [`COMMAND_LIMIT`] is killed and fails the test.
+pub fn output_within(mut command: std::process::Command) -> (i32, String, String) {
+    use std::process::Stdio;
+    let shown = format!("{command:?}");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the binary runs");
+    let pid = child.id();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done_tx.send(());
+        output
+    });
+    if done.recv_timeout(COMMAND_LIMIT).is_err() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        let _ = waiter.join();
+        panic!("{shown} ran over {COMMAND_LIMIT:?}; killed it");
+    }
+    let out = waiter
+        .join()
+        .expect("the waiting thread")
+        .expect("the binary's output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -103,4 +139,35 @@ pub fn clean_command() -> std::process::Command {
         }
     }
     command
+}
+
+/// Runs a test body with a time limit: a hang fails the test (and unwinds its guards) instead
+/// of stalling the suite.
+pub async fn within<T>(limit: Duration, body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"))
+}
+
+/// How often [`eventually`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `check` until it returns `Some`, and returns that; panics naming `what` when
+/// `limit` passes first. For waiting on state a test can observe, instead of sleeping.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for {what} in vain"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }

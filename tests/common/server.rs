@@ -7,48 +7,69 @@ use aelabel::train::Silent;
 use aelabel::wire::labeller_client::LabellerClient;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+/// The test models' folders: temporary directories, removed when the test process exits.
+static MODEL_DIRS: Mutex<Vec<tempfile::TempDir>> = Mutex::new(Vec::new());
+
+extern "C" {
+    /// The C library's exit hook: statics are never dropped, so this is how the model folders
+    /// are removed at the end of the test binary.
+    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+extern "C" fn remove_model_dirs() {
+    if let Ok(dirs) = MODEL_DIRS.lock() {
+        for dir in dirs.iter() {
+            let _ = std::fs::remove_dir_all(dir.path());
+        }
+    }
+}
+
+/// Trains a small model on a data subset (with `seed`, else the quick pipeline's), in a fresh
+/// temporary folder that is removed when the test process exits; returns its file.
+fn train_test_model(seed: Option<u64>) -> PathBuf {
+    static CLEAN_UP_AT_EXIT: Once = Once::new();
+    // SAFETY: registers a plain function with no arguments; it only reads a static.
+    CLEAN_UP_AT_EXIT.call_once(|| unsafe {
+        atexit(remove_model_dirs);
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("aelabel-test-model-")
+        .tempdir()
+        .expect("a temporary folder for the test model");
+    let config = PipelineConfig {
+        pretrain_epochs: Some(1),
+        finetune_epochs: Some(5),
+        self_training_rounds: Some(0),
+        train_limit: Some(3000),
+        eval_limit: Some(500),
+        tsne_points: 0,
+        ..super::quick_pipeline_config(dir.path())
+    };
+    let config = PipelineConfig {
+        seed: seed.unwrap_or(config.seed),
+        ..config
+    };
+    run(&config, &Silent).expect("the test model trains");
+    let path = dir.path().join("model.safetensors");
+    MODEL_DIRS.lock().expect("the model folder list").push(dir);
+    path
+}
+
 /// Trains (once per process) a small model on a data subset; returns its file.
 pub fn model_path() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("aelabel-test-model-{}", std::process::id()));
-        let config = PipelineConfig {
-            pretrain_epochs: Some(1),
-            finetune_epochs: Some(5),
-            self_training_rounds: Some(0),
-            train_limit: Some(3000),
-            eval_limit: Some(500),
-            tsne_points: 0,
-            ..super::quick_pipeline_config(&dir)
-        };
-        run(&config, &Silent).expect("the test model trains");
-        dir.join("model.safetensors")
-    })
+    MODEL.get_or_init(|| train_test_model(None))
 }
 
 /// A second test model, trained like [`model_path`]'s with another seed: a different version.
 pub fn second_model_path() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("aelabel-test-model2-{}", std::process::id()));
-        let config = PipelineConfig {
-            pretrain_epochs: Some(1),
-            finetune_epochs: Some(5),
-            self_training_rounds: Some(0),
-            train_limit: Some(3000),
-            eval_limit: Some(500),
-            tsne_points: 0,
-            seed: 11,
-            ..super::quick_pipeline_config(&dir)
-        };
-        run(&config, &Silent).expect("the second test model trains");
-        dir.join("model.safetensors")
-    })
+    MODEL.get_or_init(|| train_test_model(Some(11)))
 }
 
 /// Server settings for tests: loopback port 0, metrics on, small limits.

@@ -14,8 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
     // The service's codec refuses undecodable requests naming the bad image (service::codec).
+    // Image bytes as `bytes::Bytes`: decoding a request slices its buffer instead of copying
+    // megabytes of pixels on the async reactor.
     tonic_prost_build::configure()
         .codec_path("crate::service::codec::WireCodec")
+        .bytes(".aelabel.v1.RawImage.pixels")
+        .bytes(".aelabel.v1.Image.encoded")
         .compile_fds(descriptors)?;
     Ok(())
 }

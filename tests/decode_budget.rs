@@ -55,7 +55,7 @@ fn request(png: &[u8]) -> pb::LabelRequest {
     pb::LabelRequest {
         images: vec![pb::Image {
             id: "bomb".into(),
-            data: Some(pb::image::Data::Encoded(png.to_vec())),
+            data: Some(pb::image::Data::Encoded(png.to_vec().into())),
         }],
         review_threshold: None,
     }

@@ -181,7 +181,7 @@ fn png_declaring(width: u32, height: u32) -> Vec<u8> {
 fn encoded(id: &str, bytes: Vec<u8>) -> pb::Image {
     pb::Image {
         id: id.into(),
-        data: Some(pb::image::Data::Encoded(bytes)),
+        data: Some(pb::image::Data::Encoded(bytes.into())),
     }
 }
 
@@ -201,7 +201,7 @@ fn raw(width: u32, height: u32, pixels: Vec<u8>) -> pb::Image {
         data: Some(pb::image::Data::Raw(pb::RawImage {
             width,
             height,
-            pixels,
+            pixels: pixels.into(),
         })),
     }
 }

@@ -81,7 +81,7 @@ async fn oversized_and_undecodable_requests_get_conventional_codes() {
     let raw = Some(pb::RawImage {
         width: 28,
         height: 28,
-        pixels: pixels.clone(),
+        pixels: pixels.clone().into(),
     });
     let status = send_loose(
         &server,

@@ -113,7 +113,7 @@ fn raw_image() -> impl Strategy<Value = pb::RawImage> {
         pb::RawImage {
             width,
             height,
-            pixels: vec![0x80; count],
+            pixels: vec![0x80; count].into(),
         }
     })
 }
@@ -160,7 +160,7 @@ fn protobuf_shaped() -> impl Strategy<Value = Vec<u8>> {
             data: Some(pb::image::Data::Raw(pb::RawImage {
                 width: 2,
                 height: 2,
-                pixels: vec![1, 2, 3, 4],
+                pixels: vec![1, 2, 3, 4].into(),
             })),
         }],
         review_threshold: None,
@@ -274,7 +274,7 @@ fn arbitrary_images_and_requests_always_get_a_documented_status() {
     let encoded = Tally::default();
     runner()
         .run(&(encoded_bytes(), method()), |(bytes, method)| {
-            let result = send(method, request(pb::image::Data::Encoded(bytes)));
+            let result = send(method, request(pb::image::Data::Encoded(bytes.into())));
             encoded.count(&result);
             documented(&result, true).map_err(TestCaseError::fail)
         })
@@ -326,7 +326,7 @@ fn arbitrary_images_and_requests_always_get_a_documented_status() {
         let good = request(pb::image::Data::Raw(pb::RawImage {
             width: 28,
             height: 28,
-            pixels,
+            pixels: pixels.into(),
         }));
         for method in Method::ALL {
             let mut client = client.clone();

@@ -181,7 +181,7 @@ async fn png_and_jpeg_images_get_the_class_of_their_raw_pixels() {
             for v in &variants {
                 images.push(pb::Image {
                     id: v.name.into(),
-                    data: Some(pb::image::Data::Encoded(v.file.clone())),
+                    data: Some(pb::image::Data::Encoded(v.file.clone().into())),
                 });
                 images.push(raw_image("reference", &reference_pixels(&v.file)));
             }

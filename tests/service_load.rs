@@ -41,7 +41,7 @@ fn large_request() -> Bytes {
             data: Some(pb::image::Data::Raw(pb::RawImage {
                 width: WIDTH,
                 height: HEIGHT,
-                pixels,
+                pixels: pixels.into(),
             })),
         }],
         review_threshold: None,

@@ -261,7 +261,7 @@ async fn aelabel_variables_configure_the_server() {
             data: Some(pb::image::Data::Raw(pb::RawImage {
                 width: 1001,
                 height: 1,
-                pixels: vec![0; 1001],
+                pixels: vec![0; 1001].into(),
             })),
         };
         let status = refuse(pb::LabelRequest {
@@ -283,7 +283,7 @@ async fn aelabel_variables_configure_the_server() {
         let status = refuse(pb::LabelRequest {
             images: vec![pb::Image {
                 id: "png".into(),
-                data: Some(pb::image::Data::Encoded(png)),
+                data: Some(pb::image::Data::Encoded(png.into())),
             }],
             review_threshold: None,
         })

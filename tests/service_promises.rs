@@ -287,7 +287,7 @@ async fn every_unary_method_over_max_in_flight_gets_resource_exhausted() {
                     .label(label_request(vec![pb::Image {
                         id: "broken".into(),
                         data: Some(pb::image::Data::Encoded(
-                            b"\x89PNG\r\n\x1a\nbroken".to_vec(),
+                            b"\x89PNG\r\n\x1a\nbroken".to_vec().into(),
                         )),
                     }]))
                     .await

@@ -52,7 +52,7 @@ fn raw(id: &str, width: u32, height: u32, pixels: Vec<u8>) -> pb::Image {
         data: Some(pb::image::Data::Raw(pb::RawImage {
             width,
             height,
-            pixels,
+            pixels: pixels.into(),
         })),
     }
 }
@@ -60,7 +60,7 @@ fn raw(id: &str, width: u32, height: u32, pixels: Vec<u8>) -> pb::Image {
 fn encoded(id: &str, bytes: Vec<u8>) -> pb::Image {
     pb::Image {
         id: id.into(),
-        data: Some(pb::image::Data::Encoded(bytes)),
+        data: Some(pb::image::Data::Encoded(bytes.into())),
     }
 }
 

@@ -163,14 +163,16 @@ impl Item {
             } => pb::image::Data::Raw(pb::RawImage {
                 width: *width,
                 height: *height,
-                pixels: pixels.clone(),
+                pixels: pixels.clone().into(),
             }),
-            Source::File(path) => {
-                pb::image::Data::Encoded(std::fs::read(path).map_err(|source| InputError::Io {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
+            Source::File(path) => pb::image::Data::Encoded(
+                std::fs::read(path)
+                    .map_err(|source| InputError::Io {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .into(),
+            ),
         };
         Ok(pb::Image {
             id: self.id.clone(),

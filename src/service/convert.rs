@@ -87,7 +87,13 @@ pub fn parse_images(images: Vec<pb::Image>, rules: &ImageRules) -> Result<Parsed
         let (field, parsed) = match image.data {
             Some(pb::image::Data::Raw(raw)) => (
                 "raw",
-                raw_to_input(raw.width, raw.height, raw.pixels, target, rules.limits),
+                raw_to_input(
+                    raw.width,
+                    raw.height,
+                    raw.pixels.into(),
+                    target,
+                    rules.limits,
+                ),
             ),
             Some(pb::image::Data::Encoded(bytes)) => {
                 ("encoded", decode_to_input(&bytes, target, rules.limits))
@@ -255,7 +261,7 @@ mod reactor_tests {
             data: Some(pb::image::Data::Raw(pb::RawImage {
                 width,
                 height,
-                pixels: Vec::new(),
+                pixels: Vec::new().into(),
             })),
         };
         assert!(
@@ -268,7 +274,7 @@ mod reactor_tests {
         );
         let encoded = pb::Image {
             id: String::new(),
-            data: Some(pb::image::Data::Encoded(vec![1])),
+            data: Some(pb::image::Data::Encoded(vec![1].into())),
         };
         assert!(needs_decoding(&[encoded], &rules));
     }
@@ -287,7 +293,7 @@ mod reactor_tests {
             data: Some(pb::image::Data::Raw(pb::RawImage {
                 width,
                 height,
-                pixels: vec![0; pixels],
+                pixels: vec![0; pixels].into(),
             })),
         };
         assert_eq!(decode_cost(&[raw(40, 30, 1200)], &rules), 2400);

@@ -188,7 +188,7 @@ pub fn raw_image(id: &str, pixels: &[u8]) -> aelabel::wire::Image {
         data: Some(pb::image::Data::Raw(pb::RawImage {
             width: 28,
             height: 28,
-            pixels: pixels.to_vec(),
+            pixels: pixels.to_vec().into(),
         })),
     }
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A/B: aelabel's inference engine against PyTorch on the same model.safetensors, alternated in
+# one run on the same machine (who goes first swaps every round). For encode and label, batch 1
+# and 1024, 1 and 2 threads: images/s per round, then medians and the ratio aelabel / PyTorch
+# (> 1: aelabel is faster), with the CPU model name.
+# Usage: benches/compare_engine.sh MODEL [ROUNDS=5] [SECONDS=2]
+# Needs a python3 with torch, numpy and safetensors (pip install torch numpy safetensors;
+# PYTHON=path/to/python picks one). Not part of CI.
+set -euo pipefail
+model=${1:?usage: benches/compare_engine.sh MODEL [ROUNDS] [SECONDS]}
+rounds=${2:-5}
+secs=${3:-2}
+py=${PYTHON:-python3}
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/aelabel"
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+echo "CPU: $cpu ($(nproc) cores); $("$py" -c 'import torch; print("pytorch", torch.__version__)')"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+ours() { "$bin" bench engine --model "$model" --rpc "$1" --batch "$2" --threads "$3" --seconds "$secs" --json; }
+theirs() { OMP_NUM_THREADS=$3 MKL_NUM_THREADS=$3 "$py" benches/pytorch_engine.py "$model" "$1" "$2" "$3" "$secs"; }
+for r in $(seq "$rounds"); do
+  for task in encode label; do
+    for batch in 1 1024; do
+      for threads in 1 2; do
+        if (( r % 2 )); then order="ours theirs"; else order="theirs ours"; fi
+        for who in $order; do
+          printf '%s\t%s\t%s\t%s\t%s\n' "$who" "$task" "$batch" "$threads" \
+            "$($who "$task" "$batch" "$threads")" >> "$results"
+        done
+      done
+    done
+  done
+  echo "round $r/$rounds done" >&2
+done
+"$py" - "$results" "$cpu" <<'PY'
+import collections, json, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    who, task, batch, threads, report = line.rstrip("\n").split("\t")
+    r = json.loads(report)
+    runs[(task, int(batch), int(threads), who)].append(r)
+print(f"\nmedians over {len(next(iter(runs.values())))} alternated rounds, CPU: {sys.argv[2]}")
+print("| task | batch | threads | aelabel images/s | PyTorch images/s | ratio | aelabel 1-image p50 µs | PyTorch 1-image p50 µs |")
+print("|---|---|---|---|---|---|---|---|")
+for task, batch, threads in sorted({k[:3] for k in runs}):
+    a, b = runs[(task, batch, threads, "ours")], runs[(task, batch, threads, "theirs")]
+    ma = statistics.median(x["images_per_second"] for x in a)
+    mb = statistics.median(x["images_per_second"] for x in b)
+    la = statistics.median(x["single_image_p50_us"] for x in a)
+    lb = statistics.median(x["single_image_p50_us"] for x in b)
+    print(f"| {task} | {batch} | {threads} | {ma:,.0f} | {mb:,.0f} | **{ma / mb:.2f}** | {la:.1f} | {lb:.1f} |")
+PY

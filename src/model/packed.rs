@@ -1,0 +1,715 @@
+//! The serving forward pass: a network's weights packed once into column panels, and a
+//! register-tiled kernel chosen at run time (AVX-512 or AVX2 + FMA).
+//!
+//! Training multiplies batch-32 matrices through `linalg::matmul`; serving runs the same few
+//! weight matrices over and over on batches of up to a thousand 8-bit images. Here the weights
+//! are laid out once the way the kernel reads them, a batch is split in row blocks across the
+//! threads (no synchronisation between layers), and each thread runs the whole layer stack on a
+//! handful of rows at a time, so its activations never leave L1: pixels become floats
+//! (`p / 255`) right before the first layer, every output tile starts from the bias, and the
+//! activation (and softmax) runs while the tile is still in cache.
+
+use super::net::{softmax_into, Activation, Network};
+use rayon::prelude::*;
+
+/// Floats a buffer is aligned to (64 bytes: one cache line, one AVX-512 vector).
+const ALIGN: usize = 16;
+
+/// A `Vec<f32>` whose usable part starts on a 64-byte boundary, so vector loads of packed
+/// weights never straddle cache lines.
+struct Aligned {
+    buffer: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeros(len: usize) -> Self {
+        let buffer = vec![0.0f32; len + ALIGN];
+        let misalignment = (buffer.as_ptr() as usize / 4) % ALIGN;
+        let start = (ALIGN - misalignment) % ALIGN;
+        Self { buffer, start, len }
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buffer[self.start..self.start + self.len]
+    }
+}
+
+/// The instruction set the tile kernel runs on; fixes the panel width and the rows per tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// 16-lane vectors, 32 registers: 12 rows × 32 columns per tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// 8-lane vectors, 16 registers: 6 rows × 16 columns per tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs, or `None` without AVX2 + FMA.
+    fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Kernel::Avx512);
+            }
+            if super::fastmath::has_avx2_fma() {
+                return Some(Kernel::Avx2);
+            }
+        }
+        None
+    }
+
+    /// Columns per packed panel.
+    fn panel_width(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => 32,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 16,
+        }
+    }
+
+    /// Rows per full tile.
+    fn tile_rows(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => 12,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 6,
+        }
+    }
+
+    /// `c[i, 0..panel) = bias + a[i, 0..k) · panel` for `rows` rows (at most [`Self::tile_rows`]),
+    /// through SELU when `selu`.
+    ///
+    /// # Safety
+    /// `a` holds `rows` rows of `k` floats `lda` apart; `panel` holds `k × panel_width` floats
+    /// and `bias` `panel_width`, both 64-byte aligned; `c` has room for `rows` rows of
+    /// `panel_width` floats `ldc` apart; the CPU has the kernel's features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        rows: usize,
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        panel: *const f32,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        selu: bool,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => x86::tile_avx512(rows, a, lda, k, panel, bias, c, ldc, selu),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::tile_avx2(rows, a, lda, k, panel, bias, c, ldc, selu),
+        }
+    }
+
+    /// `out[i] = bytes[i] / 255`, exactly as `data::bytes_to_unit`, in vectors.
+    fn bytes_to_unit(self, bytes: &[u8], out: &mut [f32]) {
+        // SAFETY: `self` was detected on this CPU, so it has the function's features.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => x86::bytes_to_unit_avx512(bytes, out),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => x86::bytes_to_unit_avx2(bytes, out),
+            }
+        }
+    }
+}
+
+/// One dense layer, its weights in panels of `panel_width` columns (`k × panel_width` floats
+/// each, zero-padded past `outputs`).
+struct PackedLayer {
+    inputs: usize,
+    outputs: usize,
+    panels: usize,
+    weights: Aligned,
+    bias: Aligned,
+    activation: Activation,
+}
+
+/// Layers of a [`Network`] packed for the serving kernel of this CPU.
+pub struct PackedNetwork {
+    kernel: Kernel,
+    layers: Vec<PackedLayer>,
+    softmax: bool,
+}
+
+impl PackedNetwork {
+    /// Packs layers `range` of `net` (then a softmax over the last outputs when `softmax`), or
+    /// `None` when the CPU has neither AVX-512 nor AVX2 + FMA (callers fall back to
+    /// [`Network::forward_range`]).
+    pub fn new(net: &Network, range: std::ops::Range<usize>, softmax: bool) -> Option<Self> {
+        let kernel = Kernel::detect()?;
+        Some(Self::with_kernel(kernel, net, range, softmax))
+    }
+
+    fn with_kernel(
+        kernel: Kernel,
+        net: &Network,
+        range: std::ops::Range<usize>,
+        softmax: bool,
+    ) -> Self {
+        let nr = kernel.panel_width();
+        let layers = net.layers[range]
+            .iter()
+            .map(|layer| {
+                let w = &net.params[layer.weight];
+                let [rows, cols] = w.shape;
+                let (inputs, outputs) = if layer.transposed {
+                    (cols, rows)
+                } else {
+                    (rows, cols)
+                };
+                let at = |k: usize, j: usize| {
+                    if layer.transposed {
+                        w.value[j * cols + k]
+                    } else {
+                        w.value[k * cols + j]
+                    }
+                };
+                let panels = outputs.div_ceil(nr);
+                let mut weights = Aligned::zeros(panels * inputs * nr);
+                let mut bias = Aligned::zeros(panels * nr);
+                let packed = weights.as_mut_slice();
+                for j in 0..outputs {
+                    let (p, lane) = (j / nr, j % nr);
+                    for k in 0..inputs {
+                        packed[(p * inputs + k) * nr + lane] = at(k, j);
+                    }
+                }
+                bias.as_mut_slice()[..outputs].copy_from_slice(&net.params[layer.bias].value);
+                PackedLayer {
+                    inputs,
+                    outputs,
+                    panels,
+                    weights,
+                    bias,
+                    activation: layer.activation,
+                }
+            })
+            .collect();
+        Self {
+            kernel,
+            layers,
+            softmax,
+        }
+    }
+
+    /// Input width (pixels per image).
+    pub fn input_size(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
+    /// Output width per image.
+    pub fn output_size(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.outputs)
+    }
+
+    /// Runs the network on `pixels` (whole images of [`Self::input_size`] 8-bit pixels, scaled
+    /// by 1/255) and returns `images × output_size` floats. With `threads > 1` the rows are
+    /// split in that many blocks on the current rayon pool.
+    pub fn run(&self, pixels: &[u8], threads: usize) -> Vec<f32> {
+        let (input, output) = (self.input_size(), self.output_size());
+        let n = pixels.len() / input.max(1);
+        let mut out = vec![0.0f32; n * output];
+        if n == 0 || output == 0 {
+            return out;
+        }
+        let mr = self.kernel.tile_rows();
+        let per_thread = n.div_ceil(threads.max(1)).div_ceil(mr) * mr;
+        if threads <= 1 || per_thread >= n {
+            self.run_block(&pixels[..n * input], &mut out);
+        } else {
+            pixels[..n * input]
+                .par_chunks(per_thread * input)
+                .zip(out.par_chunks_mut(per_thread * output))
+                .for_each(|(p, o)| self.run_block(p, o));
+        }
+        out
+    }
+
+    /// The whole stack on one thread's rows, [`Kernel::tile_rows`] at a time.
+    fn run_block(&self, pixels: &[u8], out: &mut [f32]) {
+        let mr = self.kernel.tile_rows();
+        let nr = self.kernel.panel_width();
+        let input = self.input_size();
+        let output = self.output_size();
+        let widest = self.layers.iter().map(|l| l.panels * nr).max().unwrap_or(0);
+        let mut x = Aligned::zeros(mr * input);
+        let mut ping = Aligned::zeros(mr * widest);
+        let mut pong = Aligned::zeros(mr * widest);
+        let mut probabilities = vec![0.0f32; output];
+        for (images, results) in pixels.chunks(mr * input).zip(out.chunks_mut(mr * output)) {
+            let rows = images.len() / input;
+            for (src, dst) in images
+                .chunks_exact(input)
+                .zip(x.as_mut_slice().chunks_exact_mut(input))
+            {
+                self.kernel.bytes_to_unit(src, dst);
+            }
+            let mut stride = input;
+            for (index, layer) in self.layers.iter().enumerate() {
+                let ldc = layer.panels * nr;
+                let a = if index == 0 {
+                    x.as_slice()
+                } else {
+                    ping.as_slice()
+                };
+                let c = &mut pong.as_mut_slice()[..rows * ldc];
+                self.layer_tile(layer, rows, a, stride, c, ldc);
+                if layer.activation != Activation::Selu {
+                    layer.activation.apply(c);
+                }
+                std::mem::swap(&mut ping, &mut pong);
+                stride = ldc;
+            }
+            for (row, dst) in ping
+                .as_slice()
+                .chunks(stride)
+                .take(rows)
+                .zip(results.chunks_exact_mut(output))
+            {
+                if self.softmax {
+                    softmax_into(&row[..output], &mut probabilities);
+                    dst.copy_from_slice(&probabilities);
+                } else {
+                    dst.copy_from_slice(&row[..output]);
+                }
+            }
+        }
+    }
+
+    /// One layer on `rows` rows of `a` (`lda` apart) into `c` (`ldc` apart), panel by panel.
+    fn layer_tile(
+        &self,
+        layer: &PackedLayer,
+        rows: usize,
+        a: &[f32],
+        lda: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        let nr = self.kernel.panel_width();
+        let k = layer.inputs;
+        assert!(rows <= self.kernel.tile_rows() && rows > 0);
+        assert!(a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + layer.panels * nr);
+        let weights = layer.weights.as_slice();
+        let bias = layer.bias.as_slice();
+        for p in 0..layer.panels {
+            // SAFETY: the asserts above bound every row of `a` and `c` the kernel touches; the
+            // panel and bias slices are `k × nr` and `nr` floats from 64-byte aligned buffers
+            // (nr × 4 bytes is a multiple of 64); `self.kernel` was detected on this CPU.
+            unsafe {
+                self.kernel.tile(
+                    rows,
+                    a.as_ptr(),
+                    lda,
+                    k,
+                    weights[p * k * nr..(p + 1) * k * nr].as_ptr(),
+                    bias[p * nr..(p + 1) * nr].as_ptr(),
+                    c.as_mut_ptr().add(p * nr),
+                    ldc,
+                    layer.activation == Activation::Selu,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The tile kernels: `rows × 2` vector accumulators start from the bias and take one
+    //! fused multiply-add per input value and vector; a broadcast of `a[i, p]` is shared by
+    //! the row's two vectors. With few rows the multiply-adds would wait on each other's
+    //! latency, so short tiles keep `S` independent partial sums over alternate inputs.
+    //! SELU runs on the accumulators before they are stored.
+
+    use crate::model::net::{SELU_ALPHA, SELU_LAMBDA};
+    use std::arch::x86_64::*;
+
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    /// Taylor coefficients of eʳ, highest first (as `fastmath::exp`).
+    const EXP_POLY: [f32; 7] = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+
+    /// SELU of 16 values; `eˣ` for the negative side as `fastmath::exp` computes it.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn selu_avx512(v: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.0)), _mm512_setzero_ps());
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+        }
+        let e = _mm512_scalef_ps(p, k);
+        let negative = _mm512_mul_ps(
+            _mm512_sub_ps(e, _mm512_set1_ps(1.0)),
+            _mm512_set1_ps(SELU_LAMBDA * SELU_ALPHA),
+        );
+        let positive = _mm512_mul_ps(v, _mm512_set1_ps(SELU_LAMBDA));
+        let mask = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+        _mm512_mask_blend_ps(mask, negative, positive)
+    }
+
+    /// SELU of 8 values, as [`selu_avx512`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn selu_avx2(v: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.0)), _mm256_setzero_ps());
+        let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+        );
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+        }
+        // 2^k through the exponent bits (k ∈ [-126, 0] here).
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(k),
+            _mm256_set1_epi32(127),
+        ));
+        let e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+        let negative = _mm256_mul_ps(
+            _mm256_sub_ps(e, _mm256_set1_ps(1.0)),
+            _mm256_set1_ps(SELU_LAMBDA * SELU_ALPHA),
+        );
+        let positive = _mm256_mul_ps(v, _mm256_set1_ps(SELU_LAMBDA));
+        let mask = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
+        _mm256_blendv_ps(negative, positive, mask)
+    }
+
+    /// `p / 255` for 16 pixels (already floats), correctly rounded like the division: a
+    /// product with the reciprocal, then one exact-residual correction.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn unit_avx512(p: __m512) -> __m512 {
+        let q = _mm512_mul_ps(p, _mm512_set1_ps(1.0 / 255.0));
+        let residual = _mm512_fnmadd_ps(q, _mm512_set1_ps(255.0), p);
+        _mm512_fmadd_ps(residual, _mm512_set1_ps(1.0 / 255.0), q)
+    }
+
+    /// `out[i] = bytes[i] / 255` with AVX-512 (`out` as long as `bytes`).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn bytes_to_unit_avx512(bytes: &[u8], out: &mut [f32]) {
+        let mut chunks = bytes.chunks_exact(16);
+        let mut outs = out.chunks_exact_mut(16);
+        for (src, dst) in (&mut chunks).zip(&mut outs) {
+            // SAFETY: `src` holds 16 bytes and `dst` 16 floats.
+            unsafe {
+                let wide = _mm512_cvtepu8_epi32(_mm_loadu_si128(src.as_ptr().cast()));
+                _mm512_storeu_ps(dst.as_mut_ptr(), unit_avx512(_mm512_cvtepi32_ps(wide)));
+            }
+        }
+        crate::data::bytes_to_unit(chunks.remainder(), outs.into_remainder());
+    }
+
+    /// `out[i] = bytes[i] / 255` with AVX2 (`out` as long as `bytes`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn bytes_to_unit_avx2(bytes: &[u8], out: &mut [f32]) {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut outs = out.chunks_exact_mut(8);
+        for (src, dst) in (&mut chunks).zip(&mut outs) {
+            // SAFETY: `src` holds 8 bytes and `dst` 8 floats.
+            unsafe {
+                let wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr().cast()));
+                let p = _mm256_cvtepi32_ps(wide);
+                let q = _mm256_mul_ps(p, _mm256_set1_ps(1.0 / 255.0));
+                let residual = _mm256_fnmadd_ps(q, _mm256_set1_ps(255.0), p);
+                let unit = _mm256_fmadd_ps(residual, _mm256_set1_ps(1.0 / 255.0), q);
+                _mm256_storeu_ps(dst.as_mut_ptr(), unit);
+            }
+        }
+        crate::data::bytes_to_unit(chunks.remainder(), outs.into_remainder());
+    }
+
+    /// AVX-512 tile: up to 12 rows × 32 columns (24 accumulators).
+    ///
+    /// # Safety
+    /// As [`super::Kernel::tile`], on a CPU with AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_avx512(
+        rows: usize,
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        panel: *const f32,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        selu: bool,
+    ) {
+        let args = (a, lda, k, panel, bias, c, ldc, selu);
+        match rows {
+            1 => rows_avx512::<1, 4>(args),
+            2 => rows_avx512::<2, 2>(args),
+            3 => rows_avx512::<3, 2>(args),
+            4 => rows_avx512::<4, 1>(args),
+            5 => rows_avx512::<5, 1>(args),
+            6 => rows_avx512::<6, 1>(args),
+            7 => rows_avx512::<7, 1>(args),
+            8 => rows_avx512::<8, 1>(args),
+            9 => rows_avx512::<9, 1>(args),
+            10 => rows_avx512::<10, 1>(args),
+            11 => rows_avx512::<11, 1>(args),
+            _ => rows_avx512::<12, 1>(args),
+        }
+    }
+
+    /// A tile's operands: `a`, `lda`, `k`, `panel`, `bias`, `c`, `ldc`, `selu`.
+    type TileArgs = (
+        *const f32,
+        usize,
+        usize,
+        *const f32,
+        *const f32,
+        *mut f32,
+        usize,
+        bool,
+    );
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_avx512<const M: usize, const S: usize>(args: TileArgs) {
+        let (a, lda, k, panel, bias, c, ldc, selu) = args;
+        let zero = _mm512_setzero_ps();
+        let mut lo = [[zero; M]; S];
+        let mut hi = [[zero; M]; S];
+        lo[0] = [_mm512_load_ps(bias); M];
+        hi[0] = [_mm512_load_ps(bias.add(16)); M];
+        let mut p = 0;
+        while p + S <= k {
+            for s in 0..S {
+                let b = panel.add((p + s) * 32);
+                let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
+                for i in 0..M {
+                    let x = _mm512_set1_ps(*a.add(i * lda + p + s));
+                    lo[s][i] = _mm512_fmadd_ps(x, b0, lo[s][i]);
+                    hi[s][i] = _mm512_fmadd_ps(x, b1, hi[s][i]);
+                }
+            }
+            p += S;
+        }
+        while p < k {
+            let b = panel.add(p * 32);
+            let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
+            for i in 0..M {
+                let x = _mm512_set1_ps(*a.add(i * lda + p));
+                lo[0][i] = _mm512_fmadd_ps(x, b0, lo[0][i]);
+                hi[0][i] = _mm512_fmadd_ps(x, b1, hi[0][i]);
+            }
+            p += 1;
+        }
+        for i in 0..M {
+            let (mut l, mut h) = (lo[0][i], hi[0][i]);
+            for s in 1..S {
+                l = _mm512_add_ps(l, lo[s][i]);
+                h = _mm512_add_ps(h, hi[s][i]);
+            }
+            if selu {
+                l = selu_avx512(l);
+                h = selu_avx512(h);
+            }
+            _mm512_storeu_ps(c.add(i * ldc), l);
+            _mm512_storeu_ps(c.add(i * ldc + 16), h);
+        }
+    }
+
+    /// AVX2 + FMA tile: up to 6 rows × 16 columns (12 accumulators).
+    ///
+    /// # Safety
+    /// As [`super::Kernel::tile`], on a CPU with AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2(
+        rows: usize,
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        panel: *const f32,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        selu: bool,
+    ) {
+        let args = (a, lda, k, panel, bias, c, ldc, selu);
+        match rows {
+            1 => rows_avx2::<1, 4>(args),
+            2 => rows_avx2::<2, 2>(args),
+            3 => rows_avx2::<3, 2>(args),
+            4 => rows_avx2::<4, 1>(args),
+            5 => rows_avx2::<5, 1>(args),
+            _ => rows_avx2::<6, 1>(args),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2<const M: usize, const S: usize>(args: TileArgs) {
+        let (a, lda, k, panel, bias, c, ldc, selu) = args;
+        let zero = _mm256_setzero_ps();
+        let mut lo = [[zero; M]; S];
+        let mut hi = [[zero; M]; S];
+        lo[0] = [_mm256_load_ps(bias); M];
+        hi[0] = [_mm256_load_ps(bias.add(8)); M];
+        let mut p = 0;
+        while p + S <= k {
+            for s in 0..S {
+                let b = panel.add((p + s) * 16);
+                let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
+                for i in 0..M {
+                    let x = _mm256_set1_ps(*a.add(i * lda + p + s));
+                    lo[s][i] = _mm256_fmadd_ps(x, b0, lo[s][i]);
+                    hi[s][i] = _mm256_fmadd_ps(x, b1, hi[s][i]);
+                }
+            }
+            p += S;
+        }
+        while p < k {
+            let b = panel.add(p * 16);
+            let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
+            for i in 0..M {
+                let x = _mm256_set1_ps(*a.add(i * lda + p));
+                lo[0][i] = _mm256_fmadd_ps(x, b0, lo[0][i]);
+                hi[0][i] = _mm256_fmadd_ps(x, b1, hi[0][i]);
+            }
+            p += 1;
+        }
+        for i in 0..M {
+            let (mut l, mut h) = (lo[0][i], hi[0][i]);
+            for s in 1..S {
+                l = _mm256_add_ps(l, lo[s][i]);
+                h = _mm256_add_ps(h, hi[s][i]);
+            }
+            if selu {
+                l = selu_avx2(l);
+                h = selu_avx2(h);
+            }
+            _mm256_storeu_ps(c.add(i * ldc), l);
+            _mm256_storeu_ps(c.add(i * ldc + 8), h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{autoencoder, classifier_from_encoder, Decoder};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Every kernel this CPU runs, not only the one `detect` picks.
+    fn kernels() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut found = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                found.push(Kernel::Avx512);
+            }
+            if crate::model::fastmath::has_avx2_fma() {
+                found.push(Kernel::Avx2);
+            }
+        }
+        found
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{what}: value {i} is {g}, the reference gives {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn packed_kernels_match_the_reference_forward_pass_on_any_row_count() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        // Widths that are not multiples of any panel width; a tied decoder reads transposes.
+        for decoder in [Decoder::Separate, Decoder::Tied] {
+            let mut ae = autoencoder(&[50, 37, 9], decoder, Activation::Sigmoid, &mut rng);
+            for p in &mut ae.params {
+                for v in &mut p.value {
+                    *v += rng.random_range(-0.1..0.1);
+                }
+            }
+            let clf = classifier_from_encoder(&ae, 5, &mut rng);
+            for kernel in kernels() {
+                for rows in [1, 2, 3, 5, 6, 7, 12, 13, 31, 100] {
+                    let pixels: Vec<u8> = (0..rows * 50).map(|_| rng.random()).collect();
+                    let floats: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+                    for (net, range, softmax) in
+                        [(&ae, 0..2, false), (&ae, 0..4, false), (&clf, 0..3, true)]
+                    {
+                        let packed =
+                            PackedNetwork::with_kernel(kernel, net, range.clone(), softmax);
+                        let mut want = net.forward_range(&floats, rows, range.clone(), 1);
+                        if softmax {
+                            let mut row = vec![0.0; 5];
+                            for chunk in want.chunks_exact_mut(5) {
+                                softmax_into(chunk, &mut row);
+                                chunk.copy_from_slice(&row);
+                            }
+                        }
+                        for threads in [1, 2] {
+                            let what = format!(
+                                "{kernel:?} {decoder:?} {range:?} {rows} rows {threads} threads"
+                            );
+                            assert_close(&packed.run(&pixels, threads), &want, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_pixel_scaling_equals_the_division_for_every_byte() {
+        // Every byte value, at every position of a vector and in the scalar tail.
+        let bytes: Vec<u8> = (0..=255u8)
+            .chain(0..=255u8)
+            .rev()
+            .chain([7, 255, 0])
+            .collect();
+        let want: Vec<f32> = bytes.iter().map(|&b| crate::data::to_unit(b)).collect();
+        for kernel in kernels() {
+            let mut got = vec![0.0; bytes.len()];
+            kernel.bytes_to_unit(&bytes, &mut got);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "{kernel:?} scales some byte differently from p / 255");
+        }
+    }
+}

@@ -86,31 +86,18 @@ impl Kernel {
         }
     }
 
-    /// `c[i, 0..panel) = bias + a[i, 0..k) · panel` for `rows` rows (at most [`Self::tile_rows`]),
-    /// through SELU when `selu`.
+    /// Computes one tile, see [`Tile`].
     ///
     /// # Safety
-    /// `a` holds `rows` rows of `k` floats `lda` apart; `panel` holds `k × panel_width` floats
-    /// and `bias` `panel_width`, both 64-byte aligned; `c` has room for `rows` rows of
-    /// `panel_width` floats `ldc` apart; the CPU has the kernel's features.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
-        self,
-        rows: usize,
-        a: *const f32,
-        lda: usize,
-        k: usize,
-        panel: *const f32,
-        bias: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        selu: bool,
-    ) {
+    /// `tile.a` holds `rows` rows of `k` floats `lda` apart; `tile.panel` holds `k ×
+    /// panel_width` floats and `tile.bias` `panel_width`, both 64-byte aligned; `tile.c` holds
+    /// `rows` rows of `panel_width` floats `ldc` apart; the CPU has the kernel's features.
+    unsafe fn tile(self, rows: usize, tile: Tile) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => x86::tile_avx512(rows, a, lda, k, panel, bias, c, ldc, selu),
+            Kernel::Avx512 => x86::tile_avx512(rows, tile),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => x86::tile_avx2(rows, a, lda, k, panel, bias, c, ldc, selu),
+            Kernel::Avx2 => x86::tile_avx2(rows, tile),
         }
     }
 
@@ -128,6 +115,20 @@ impl Kernel {
     }
 }
 
+/// One tile's operands: `c[i, 0..w) = bias + a[i, 0..k) · panel`, through
+/// SELU when `selu`, for the rows of `a` and `c` (`w` = the kernel's panel width).
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const f32,
+    lda: usize,
+    k: usize,
+    panel: *const f32,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    selu: bool,
+}
+
 /// One dense layer, its weights in panels of `panel_width` columns (`k × panel_width` floats
 /// each, zero-padded past `outputs`).
 struct PackedLayer {
@@ -138,6 +139,18 @@ struct PackedLayer {
     bias: Aligned,
     activation: Activation,
 }
+
+/// Per-thread buffers of [`PackedNetwork::run_block`].
+struct Scratch {
+    x: Aligned,
+    ping: Aligned,
+    pong: Aligned,
+    probabilities: Vec<f32>,
+}
+
+/// Row blocks per thread in a batch: enough for the threads to even out when one of them is
+/// preempted, few enough that scheduling them costs nothing measurable.
+const BLOCKS_PER_THREAD: usize = 8;
 
 /// Layers of a [`Network`] packed for the serving kernel of this CPU.
 pub struct PackedNetwork {
@@ -219,7 +232,9 @@ impl PackedNetwork {
 
     /// Runs the network on `pixels` (whole images of [`Self::input_size`] 8-bit pixels, scaled
     /// by 1/255) and returns `images × output_size` floats. With `threads > 1` the rows are
-    /// split in that many blocks on the current rayon pool.
+    /// cut in about eight blocks per thread on the current rayon pool: each block runs the
+    /// whole stack with no synchronisation between layers, and a thread that the OS preempts
+    /// on a busy machine has its blocks taken by the others.
     pub fn run(&self, pixels: &[u8], threads: usize) -> Vec<f32> {
         let (input, output) = (self.input_size(), self.output_size());
         let n = pixels.len() / input.max(1);
@@ -228,29 +243,46 @@ impl PackedNetwork {
             return out;
         }
         let mr = self.kernel.tile_rows();
-        let per_thread = n.div_ceil(threads.max(1)).div_ceil(mr) * mr;
-        if threads <= 1 || per_thread >= n {
-            self.run_block(&pixels[..n * input], &mut out);
+        let block = n.div_ceil(threads.max(1) * BLOCKS_PER_THREAD).div_ceil(mr) * mr;
+        if threads <= 1 || block >= n {
+            self.run_block(&pixels[..n * input], &mut out, &mut self.scratch());
         } else {
             pixels[..n * input]
-                .par_chunks(per_thread * input)
-                .zip(out.par_chunks_mut(per_thread * output))
-                .for_each(|(p, o)| self.run_block(p, o));
+                .par_chunks(block * input)
+                .zip(out.par_chunks_mut(block * output))
+                .for_each_init(
+                    || self.scratch(),
+                    |scratch, (p, o)| self.run_block(p, o, scratch),
+                );
         }
         out
     }
 
-    /// The whole stack on one thread's rows, [`Kernel::tile_rows`] at a time.
-    fn run_block(&self, pixels: &[u8], out: &mut [f32]) {
+    /// Buffers for one thread's tiles: inputs as floats, two layer outputs, one softmax row.
+    fn scratch(&self) -> Scratch {
+        let mr = self.kernel.tile_rows();
+        let nr = self.kernel.panel_width();
+        let widest = self.layers.iter().map(|l| l.panels * nr).max().unwrap_or(0);
+        Scratch {
+            x: Aligned::zeros(mr * self.input_size()),
+            ping: Aligned::zeros(mr * widest),
+            pong: Aligned::zeros(mr * widest),
+            probabilities: vec![0.0; self.output_size()],
+        }
+    }
+
+    /// The whole stack on a block of rows, [`Kernel::tile_rows`] at a time.
+    fn run_block(&self, pixels: &[u8], out: &mut [f32], scratch: &mut Scratch) {
         let mr = self.kernel.tile_rows();
         let nr = self.kernel.panel_width();
         let input = self.input_size();
         let output = self.output_size();
-        let widest = self.layers.iter().map(|l| l.panels * nr).max().unwrap_or(0);
-        let mut x = Aligned::zeros(mr * input);
-        let mut ping = Aligned::zeros(mr * widest);
-        let mut pong = Aligned::zeros(mr * widest);
-        let mut probabilities = vec![0.0f32; output];
+        let Scratch {
+            x,
+            ping,
+            pong,
+            probabilities,
+        } = scratch;
         for (images, results) in pixels.chunks(mr * input).zip(out.chunks_mut(mr * output)) {
             let rows = images.len() / input;
             for (src, dst) in images
@@ -272,7 +304,7 @@ impl PackedNetwork {
                 if layer.activation != Activation::Selu {
                     layer.activation.apply(c);
                 }
-                std::mem::swap(&mut ping, &mut pong);
+                std::mem::swap(ping, pong);
                 stride = ldc;
             }
             for (row, dst) in ping
@@ -282,8 +314,8 @@ impl PackedNetwork {
                 .zip(results.chunks_exact_mut(output))
             {
                 if self.softmax {
-                    softmax_into(&row[..output], &mut probabilities);
-                    dst.copy_from_slice(&probabilities);
+                    softmax_into(&row[..output], probabilities);
+                    dst.copy_from_slice(probabilities);
                 } else {
                     dst.copy_from_slice(&row[..output]);
                 }
@@ -291,7 +323,9 @@ impl PackedNetwork {
         }
     }
 
-    /// One layer on `rows` rows of `a` (`lda` apart) into `c` (`ldc` apart), panel by panel.
+    /// One layer on `rows` rows of `a` (`lda` apart) into `c` (`ldc` apart), panel by panel:
+    /// the rows of `a` stay in L1 while the panels stream from L2. (Slicing the inputs so that
+    /// panels would stay in L1 instead measured slower.)
     fn layer_tile(
         &self,
         layer: &PackedLayer,
@@ -308,22 +342,21 @@ impl PackedNetwork {
         let weights = layer.weights.as_slice();
         let bias = layer.bias.as_slice();
         for p in 0..layer.panels {
+            let tile = Tile {
+                a: a.as_ptr(),
+                lda,
+                k,
+                panel: weights[p * k * nr..(p + 1) * k * nr].as_ptr(),
+                bias: bias[p * nr..(p + 1) * nr].as_ptr(),
+                // SAFETY: `p * nr < ldc` and the assert above bounds `c`'s rows.
+                c: unsafe { c.as_mut_ptr().add(p * nr) },
+                ldc,
+                selu: layer.activation == Activation::Selu,
+            };
             // SAFETY: the asserts above bound every row of `a` and `c` the kernel touches; the
-            // panel and bias slices are `k × nr` and `nr` floats from 64-byte aligned buffers
-            // (nr × 4 bytes is a multiple of 64); `self.kernel` was detected on this CPU.
-            unsafe {
-                self.kernel.tile(
-                    rows,
-                    a.as_ptr(),
-                    lda,
-                    k,
-                    weights[p * k * nr..(p + 1) * k * nr].as_ptr(),
-                    bias[p * nr..(p + 1) * nr].as_ptr(),
-                    c.as_mut_ptr().add(p * nr),
-                    ldc,
-                    layer.activation == Activation::Selu,
-                );
-            }
+            // panel slice is `k × nr` floats and the bias `nr`, both 64-byte aligned (nr × 4
+            // bytes is a multiple of 64); `self.kernel` was detected on this CPU.
+            unsafe { self.kernel.tile(rows, tile) };
         }
     }
 }
@@ -336,6 +369,7 @@ mod x86 {
     //! latency, so short tiles keep `S` independent partial sums over alternate inputs.
     //! SELU runs on the accumulators before they are stored.
 
+    use super::Tile;
     use crate::model::net::{SELU_ALPHA, SELU_LAMBDA};
     use std::arch::x86_64::*;
 
@@ -454,52 +488,37 @@ mod x86 {
     ///
     /// # Safety
     /// As [`super::Kernel::tile`], on a CPU with AVX-512F.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_avx512(
-        rows: usize,
-        a: *const f32,
-        lda: usize,
-        k: usize,
-        panel: *const f32,
-        bias: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        selu: bool,
-    ) {
-        let args = (a, lda, k, panel, bias, c, ldc, selu);
+    pub(super) unsafe fn tile_avx512(rows: usize, t: Tile) {
         match rows {
-            1 => rows_avx512::<1, 4>(args),
-            2 => rows_avx512::<2, 2>(args),
-            3 => rows_avx512::<3, 2>(args),
-            4 => rows_avx512::<4, 1>(args),
-            5 => rows_avx512::<5, 1>(args),
-            6 => rows_avx512::<6, 1>(args),
-            7 => rows_avx512::<7, 1>(args),
-            8 => rows_avx512::<8, 1>(args),
-            9 => rows_avx512::<9, 1>(args),
-            10 => rows_avx512::<10, 1>(args),
-            11 => rows_avx512::<11, 1>(args),
-            _ => rows_avx512::<12, 1>(args),
+            1 => rows_avx512::<1, 4>(t),
+            2 => rows_avx512::<2, 2>(t),
+            3 => rows_avx512::<3, 2>(t),
+            4 => rows_avx512::<4, 1>(t),
+            5 => rows_avx512::<5, 1>(t),
+            6 => rows_avx512::<6, 1>(t),
+            7 => rows_avx512::<7, 1>(t),
+            8 => rows_avx512::<8, 1>(t),
+            9 => rows_avx512::<9, 1>(t),
+            10 => rows_avx512::<10, 1>(t),
+            11 => rows_avx512::<11, 1>(t),
+            _ => rows_avx512::<12, 1>(t),
         }
     }
 
-    /// A tile's operands: `a`, `lda`, `k`, `panel`, `bias`, `c`, `ldc`, `selu`.
-    type TileArgs = (
-        *const f32,
-        usize,
-        usize,
-        *const f32,
-        *const f32,
-        *mut f32,
-        usize,
-        bool,
-    );
-
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows_avx512<const M: usize, const S: usize>(args: TileArgs) {
-        let (a, lda, k, panel, bias, c, ldc, selu) = args;
+    unsafe fn rows_avx512<const M: usize, const S: usize>(t: Tile) {
+        let Tile {
+            a,
+            lda,
+            k,
+            panel,
+            bias,
+            c,
+            ldc,
+            selu,
+        } = t;
         let zero = _mm512_setzero_ps();
         let mut lo = [[zero; M]; S];
         let mut hi = [[zero; M]; S];
@@ -547,34 +566,31 @@ mod x86 {
     ///
     /// # Safety
     /// As [`super::Kernel::tile`], on a CPU with AVX2 and FMA.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_avx2(
-        rows: usize,
-        a: *const f32,
-        lda: usize,
-        k: usize,
-        panel: *const f32,
-        bias: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        selu: bool,
-    ) {
-        let args = (a, lda, k, panel, bias, c, ldc, selu);
+    pub(super) unsafe fn tile_avx2(rows: usize, t: Tile) {
         match rows {
-            1 => rows_avx2::<1, 4>(args),
-            2 => rows_avx2::<2, 2>(args),
-            3 => rows_avx2::<3, 2>(args),
-            4 => rows_avx2::<4, 1>(args),
-            5 => rows_avx2::<5, 1>(args),
-            _ => rows_avx2::<6, 1>(args),
+            1 => rows_avx2::<1, 4>(t),
+            2 => rows_avx2::<2, 2>(t),
+            3 => rows_avx2::<3, 2>(t),
+            4 => rows_avx2::<4, 1>(t),
+            5 => rows_avx2::<5, 1>(t),
+            _ => rows_avx2::<6, 1>(t),
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2<const M: usize, const S: usize>(args: TileArgs) {
-        let (a, lda, k, panel, bias, c, ldc, selu) = args;
+    unsafe fn rows_avx2<const M: usize, const S: usize>(t: Tile) {
+        let Tile {
+            a,
+            lda,
+            k,
+            panel,
+            bias,
+            c,
+            ldc,
+            selu,
+        } = t;
         let zero = _mm256_setzero_ps();
         let mut lo = [[zero; M]; S];
         let mut hi = [[zero; M]; S];

@@ -51,7 +51,7 @@ impl ImageBatch {
     /// Wraps pixels of `pixels.len() / image_size` images; `None` unless the length is a
     /// whole, non-zero number of images.
     pub fn new(pixels: Vec<u8>, image_size: usize) -> Option<Self> {
-        (image_size > 0 && !pixels.is_empty() && pixels.len() % image_size == 0)
+        (image_size > 0 && !pixels.is_empty() && pixels.len().is_multiple_of(image_size))
             .then_some(Self { pixels, image_size })
     }
 

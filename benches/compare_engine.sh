@@ -7,22 +7,25 @@
 # process's own CPU time, shows each engine's efficiency apart from it).
 # Usage: benches/compare_engine.sh MODEL [ROUNDS=5] [SECONDS=2]
 # Needs a python3 with torch, numpy and safetensors (pip install torch numpy safetensors;
-# PYTHON=path/to/python picks one). Not part of CI.
+# PYTHON=path/to/python picks one). PyTorch's OpenMP threads wait passively
+# (TORCH_WAIT_POLICY=PASSIVE, the default here): on a loaded machine libgomp's spinning default
+# makes its 2-thread figures collapse; TORCH_WAIT_POLICY=ACTIVE measures that default. Not part of CI.
 set -euo pipefail
 model=${1:?usage: benches/compare_engine.sh MODEL [ROUNDS] [SECONDS]}
 rounds=${2:-5}
 secs=${3:-2}
 py=${PYTHON:-python3}
+policy=${TORCH_WAIT_POLICY:-PASSIVE}
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/aelabel"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-echo "CPU: $cpu ($(nproc) cores); $("$py" -c 'import torch; print("pytorch", torch.__version__)')"
+echo "CPU: $cpu ($(nproc) cores); $("$py" -c 'import torch; print("pytorch", torch.__version__)'), OMP_WAIT_POLICY=$policy"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 ours() { "$bin" bench engine --model "$model" --rpc "$1" --batch "$2" --threads "$3" --seconds "$secs" --json; }
-theirs() { OMP_NUM_THREADS=$3 MKL_NUM_THREADS=$3 "$py" benches/pytorch_engine.py "$model" "$1" "$2" "$3" "$secs"; }
+theirs() { OMP_WAIT_POLICY=$policy OMP_NUM_THREADS=$3 MKL_NUM_THREADS=$3 "$py" benches/pytorch_engine.py "$model" "$1" "$2" "$3" "$secs"; }
 for r in $(seq "$rounds"); do
   for task in encode label; do
     for batch in 1 1024; do

@@ -86,12 +86,28 @@ impl Kernel {
         }
     }
 
+    /// Panels one tile of `rows` rows takes at once when `left` remain: 4 for one row, 2 for
+    /// two or three (enough independent multiply-adds to hide their latency), else 1.
+    fn panels_at_once(self, rows: usize, left: usize) -> usize {
+        let wanted = match rows {
+            1 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        [4, 2, 1]
+            .into_iter()
+            .find(|&g| g <= wanted && g <= left)
+            .unwrap_or(1)
+    }
+
     /// Computes one tile, see [`Tile`].
     ///
     /// # Safety
-    /// `tile.a` holds `rows` rows of `k` floats `lda` apart; `tile.panel` holds `k ×
-    /// panel_width` floats and `tile.bias` `panel_width`, both 64-byte aligned; `tile.c` holds
-    /// `rows` rows of `panel_width` floats `ldc` apart; the CPU has the kernel's features.
+    /// `tile.a` holds `rows` rows of `k` floats `lda` apart; `tile.panel` holds `tile.panels`
+    /// panels of `k × panel_width` floats and `tile.bias` `tile.panels × panel_width`, both
+    /// 64-byte aligned; `tile.c` holds `rows` rows of `tile.panels × panel_width` floats `ldc`
+    /// apart; `tile.panels` is what [`Self::panels_at_once`] gave; the CPU has the kernel's
+    /// features.
     unsafe fn tile(self, rows: usize, tile: Tile) {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -115,14 +131,15 @@ impl Kernel {
     }
 }
 
-/// One tile's operands: `c[i, 0..w) = bias + a[i, 0..k) · panel`, through
-/// SELU when `selu`, for the rows of `a` and `c` (`w` = the kernel's panel width).
+/// One tile's operands: `c[i, 0..w) = bias + a[i, 0..k) · panel`, through SELU when `selu`,
+/// for the rows of `a` and `c` and `panels` consecutive panels (`w` = their width).
 #[derive(Clone, Copy)]
 struct Tile {
     a: *const f32,
     lda: usize,
     k: usize,
     panel: *const f32,
+    panels: usize,
     bias: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -341,22 +358,27 @@ impl PackedNetwork {
         assert!(a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + layer.panels * nr);
         let weights = layer.weights.as_slice();
         let bias = layer.bias.as_slice();
-        for p in 0..layer.panels {
+        let mut p = 0;
+        while p < layer.panels {
+            let group = self.kernel.panels_at_once(rows, layer.panels - p);
             let tile = Tile {
                 a: a.as_ptr(),
                 lda,
                 k,
-                panel: weights[p * k * nr..(p + 1) * k * nr].as_ptr(),
-                bias: bias[p * nr..(p + 1) * nr].as_ptr(),
+                panel: weights[p * k * nr..(p + group) * k * nr].as_ptr(),
+                panels: group,
+                bias: bias[p * nr..(p + group) * nr].as_ptr(),
                 // SAFETY: `p * nr < ldc` and the assert above bounds `c`'s rows.
                 c: unsafe { c.as_mut_ptr().add(p * nr) },
                 ldc,
                 selu: layer.activation == Activation::Selu,
             };
             // SAFETY: the asserts above bound every row of `a` and `c` the kernel touches; the
-            // panel slice is `k × nr` floats and the bias `nr`, both 64-byte aligned (nr × 4
-            // bytes is a multiple of 64); `self.kernel` was detected on this CPU.
+            // panel slice is `group` panels of `k × nr` floats and the bias `group × nr`, both
+            // 64-byte aligned (nr × 4 bytes is a multiple of 64); `self.kernel` was detected
+            // on this CPU.
             unsafe { self.kernel.tile(rows, tile) };
+            p += group;
         }
     }
 }
@@ -455,6 +477,35 @@ mod tests {
                 .zip(&want)
                 .all(|(g, w)| g.to_bits() == w.to_bits());
             assert!(same, "{kernel:?} scales some byte differently from p / 255");
+        }
+    }
+
+    #[test]
+    fn an_image_gets_bit_identical_outputs_alone_or_anywhere_in_a_batch() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let ae = autoencoder(
+            &[70, 90, 33],
+            Decoder::Separate,
+            Activation::Sigmoid,
+            &mut rng,
+        );
+        let pixels: Vec<u8> = (0..41 * 70).map(|_| rng.random()).collect();
+        for kernel in kernels() {
+            let packed = PackedNetwork::with_kernel(kernel, &ae, 0..4, false);
+            let batch = packed.run(&pixels, 2);
+            for (i, image) in pixels.chunks_exact(70).enumerate() {
+                for n in [1, 2, 3, 5] {
+                    // The image first in a batch of n (repeated), so every tile shape is used.
+                    let repeated: Vec<u8> = image.iter().copied().cycle().take(n * 70).collect();
+                    let alone = packed.run(&repeated, 1);
+                    let want = &batch[i * 70..(i + 1) * 70];
+                    let same = alone[..70]
+                        .iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kernel:?}: image {i} in a batch of {n} differs");
+                }
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The tile kernels: `rows × 2` vector accumulators start from the bias and take one
-//! fused multiply-add per input value and vector; a broadcast of `a[i, p]` is shared by
-//! the row's two vectors. With few rows the multiply-adds would wait on each other's
-//! latency, so short tiles keep `S` independent partial sums over alternate inputs.
-//! SELU runs on the accumulators before they are stored.
+//! The tile kernels: `rows × 2` vector accumulators per panel start from the bias and take one
+//! fused multiply-add per input value and vector, in input order; a broadcast of `a[i, p]` is
+//! shared by the row's vectors. With few rows the multiply-adds would wait on each other's
+//! latency, so short tiles run `P` panels at once. Every output is the same chain of
+//! operations whatever the tile's shape, so an image gets bit-identical results alone or
+//! merged into any batch. SELU runs on the accumulators before they are stored.
 
 use super::Tile;
 use crate::model::net::{SELU_ALPHA, SELU_LAMBDA};
@@ -126,25 +127,29 @@ pub(super) fn bytes_to_unit_avx2(bytes: &[u8], out: &mut [f32]) {
 /// As [`super::Kernel::tile`], on a CPU with AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn tile_avx512(rows: usize, t: Tile) {
-    match rows {
-        1 => rows_avx512::<1, 4>(t),
-        2 => rows_avx512::<2, 2>(t),
-        3 => rows_avx512::<3, 2>(t),
-        4 => rows_avx512::<4, 1>(t),
-        5 => rows_avx512::<5, 1>(t),
-        6 => rows_avx512::<6, 1>(t),
-        7 => rows_avx512::<7, 1>(t),
-        8 => rows_avx512::<8, 1>(t),
-        9 => rows_avx512::<9, 1>(t),
-        10 => rows_avx512::<10, 1>(t),
-        11 => rows_avx512::<11, 1>(t),
+    match (rows, t.panels) {
+        (1, 4) => rows_avx512::<1, 4>(t),
+        (1, 2) => rows_avx512::<1, 2>(t),
+        (2, 2) => rows_avx512::<2, 2>(t),
+        (3, 2) => rows_avx512::<3, 2>(t),
+        (1, _) => rows_avx512::<1, 1>(t),
+        (2, _) => rows_avx512::<2, 1>(t),
+        (3, _) => rows_avx512::<3, 1>(t),
+        (4, _) => rows_avx512::<4, 1>(t),
+        (5, _) => rows_avx512::<5, 1>(t),
+        (6, _) => rows_avx512::<6, 1>(t),
+        (7, _) => rows_avx512::<7, 1>(t),
+        (8, _) => rows_avx512::<8, 1>(t),
+        (9, _) => rows_avx512::<9, 1>(t),
+        (10, _) => rows_avx512::<10, 1>(t),
+        (11, _) => rows_avx512::<11, 1>(t),
         _ => rows_avx512::<12, 1>(t),
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512<const M: usize, const S: usize>(t: Tile) {
+unsafe fn rows_avx512<const M: usize, const P: usize>(t: Tile) {
     let Tile {
         a,
         lda,
@@ -154,47 +159,36 @@ unsafe fn rows_avx512<const M: usize, const S: usize>(t: Tile) {
         c,
         ldc,
         selu,
+        ..
     } = t;
     let zero = _mm512_setzero_ps();
-    let mut lo = [[zero; M]; S];
-    let mut hi = [[zero; M]; S];
-    lo[0] = [_mm512_load_ps(bias); M];
-    hi[0] = [_mm512_load_ps(bias.add(16)); M];
-    let mut p = 0;
-    while p + S <= k {
-        for s in 0..S {
-            let b = panel.add((p + s) * 32);
+    let mut lo = [[zero; M]; P];
+    let mut hi = [[zero; M]; P];
+    for q in 0..P {
+        lo[q] = [_mm512_load_ps(bias.add(q * 32)); M];
+        hi[q] = [_mm512_load_ps(bias.add(q * 32 + 16)); M];
+    }
+    for p in 0..k {
+        for q in 0..P {
+            let b = panel.add((q * k + p) * 32);
             let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
             for i in 0..M {
-                let x = _mm512_set1_ps(*a.add(i * lda + p + s));
-                lo[s][i] = _mm512_fmadd_ps(x, b0, lo[s][i]);
-                hi[s][i] = _mm512_fmadd_ps(x, b1, hi[s][i]);
+                let x = _mm512_set1_ps(*a.add(i * lda + p));
+                lo[q][i] = _mm512_fmadd_ps(x, b0, lo[q][i]);
+                hi[q][i] = _mm512_fmadd_ps(x, b1, hi[q][i]);
             }
         }
-        p += S;
     }
-    while p < k {
-        let b = panel.add(p * 32);
-        let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
+    for q in 0..P {
         for i in 0..M {
-            let x = _mm512_set1_ps(*a.add(i * lda + p));
-            lo[0][i] = _mm512_fmadd_ps(x, b0, lo[0][i]);
-            hi[0][i] = _mm512_fmadd_ps(x, b1, hi[0][i]);
+            let (mut l, mut h) = (lo[q][i], hi[q][i]);
+            if selu {
+                l = selu_avx512(l);
+                h = selu_avx512(h);
+            }
+            _mm512_storeu_ps(c.add(i * ldc + q * 32), l);
+            _mm512_storeu_ps(c.add(i * ldc + q * 32 + 16), h);
         }
-        p += 1;
-    }
-    for i in 0..M {
-        let (mut l, mut h) = (lo[0][i], hi[0][i]);
-        for s in 1..S {
-            l = _mm512_add_ps(l, lo[s][i]);
-            h = _mm512_add_ps(h, hi[s][i]);
-        }
-        if selu {
-            l = selu_avx512(l);
-            h = selu_avx512(h);
-        }
-        _mm512_storeu_ps(c.add(i * ldc), l);
-        _mm512_storeu_ps(c.add(i * ldc + 16), h);
     }
 }
 
@@ -204,19 +198,23 @@ unsafe fn rows_avx512<const M: usize, const S: usize>(t: Tile) {
 /// As [`super::Kernel::tile`], on a CPU with AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn tile_avx2(rows: usize, t: Tile) {
-    match rows {
-        1 => rows_avx2::<1, 4>(t),
-        2 => rows_avx2::<2, 2>(t),
-        3 => rows_avx2::<3, 2>(t),
-        4 => rows_avx2::<4, 1>(t),
-        5 => rows_avx2::<5, 1>(t),
+    match (rows, t.panels) {
+        (1, 4) => rows_avx2::<1, 4>(t),
+        (1, 2) => rows_avx2::<1, 2>(t),
+        (2, 2) => rows_avx2::<2, 2>(t),
+        (3, 2) => rows_avx2::<3, 2>(t),
+        (1, _) => rows_avx2::<1, 1>(t),
+        (2, _) => rows_avx2::<2, 1>(t),
+        (3, _) => rows_avx2::<3, 1>(t),
+        (4, _) => rows_avx2::<4, 1>(t),
+        (5, _) => rows_avx2::<5, 1>(t),
         _ => rows_avx2::<6, 1>(t),
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2<const M: usize, const S: usize>(t: Tile) {
+unsafe fn rows_avx2<const M: usize, const P: usize>(t: Tile) {
     let Tile {
         a,
         lda,
@@ -226,46 +224,35 @@ unsafe fn rows_avx2<const M: usize, const S: usize>(t: Tile) {
         c,
         ldc,
         selu,
+        ..
     } = t;
     let zero = _mm256_setzero_ps();
-    let mut lo = [[zero; M]; S];
-    let mut hi = [[zero; M]; S];
-    lo[0] = [_mm256_load_ps(bias); M];
-    hi[0] = [_mm256_load_ps(bias.add(8)); M];
-    let mut p = 0;
-    while p + S <= k {
-        for s in 0..S {
-            let b = panel.add((p + s) * 16);
+    let mut lo = [[zero; M]; P];
+    let mut hi = [[zero; M]; P];
+    for q in 0..P {
+        lo[q] = [_mm256_load_ps(bias.add(q * 16)); M];
+        hi[q] = [_mm256_load_ps(bias.add(q * 16 + 8)); M];
+    }
+    for p in 0..k {
+        for q in 0..P {
+            let b = panel.add((q * k + p) * 16);
             let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
             for i in 0..M {
-                let x = _mm256_set1_ps(*a.add(i * lda + p + s));
-                lo[s][i] = _mm256_fmadd_ps(x, b0, lo[s][i]);
-                hi[s][i] = _mm256_fmadd_ps(x, b1, hi[s][i]);
+                let x = _mm256_set1_ps(*a.add(i * lda + p));
+                lo[q][i] = _mm256_fmadd_ps(x, b0, lo[q][i]);
+                hi[q][i] = _mm256_fmadd_ps(x, b1, hi[q][i]);
             }
         }
-        p += S;
     }
-    while p < k {
-        let b = panel.add(p * 16);
-        let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
+    for q in 0..P {
         for i in 0..M {
-            let x = _mm256_set1_ps(*a.add(i * lda + p));
-            lo[0][i] = _mm256_fmadd_ps(x, b0, lo[0][i]);
-            hi[0][i] = _mm256_fmadd_ps(x, b1, hi[0][i]);
+            let (mut l, mut h) = (lo[q][i], hi[q][i]);
+            if selu {
+                l = selu_avx2(l);
+                h = selu_avx2(h);
+            }
+            _mm256_storeu_ps(c.add(i * ldc + q * 16), l);
+            _mm256_storeu_ps(c.add(i * ldc + q * 16 + 8), h);
         }
-        p += 1;
-    }
-    for i in 0..M {
-        let (mut l, mut h) = (lo[0][i], hi[0][i]);
-        for s in 1..S {
-            l = _mm256_add_ps(l, lo[s][i]);
-            h = _mm256_add_ps(h, hi[s][i]);
-        }
-        if selu {
-            l = selu_avx2(l);
-            h = selu_avx2(h);
-        }
-        _mm256_storeu_ps(c.add(i * ldc), l);
-        _mm256_storeu_ps(c.add(i * ldc + 8), h);
     }
 }

@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("aelabel_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // The service's codec refuses undecodable requests naming the bad image (service::codec).
+    tonic_prost_build::configure()
+        .codec_path("crate::service::codec::WireCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 pub mod train;
 pub mod wire;

@@ -133,3 +133,44 @@ fn engine_outputs_match_the_reference_forward_pass_on_real_weights() {
         }
     }
 }
+
+/// Panics in the worker thread after its first forward pass, like a crash in the maths.
+struct CrashAfterOneBatch;
+
+impl EngineObserver for CrashAfterOneBatch {
+    fn batch_done(&self, _task: Task, _images: usize, _jobs: usize, _seconds: f64) {
+        panic!("simulated crash in the engine's worker");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_whose_worker_died_says_so_and_refuses_work() {
+    let model = Model::load(common::server::model_path()).unwrap();
+    let size = model.meta.input_width * model.meta.input_height;
+    let config = EngineConfig {
+        threads: 1,
+        max_batch: 1024,
+        max_queue_delay: Duration::ZERO,
+    };
+    let engine = Engine::start(model, &config, Arc::new(CrashAfterOneBatch)).unwrap();
+    assert!(engine.is_running());
+    let (images, _) = common::server::test_images(2);
+    let first = engine
+        .submit(Task::Encode, ImageBatch::new(images.clone(), size).unwrap())
+        .unwrap();
+    // The worker computed the batch, then died before answering.
+    assert_eq!(first.await, Err(aelabel::inference::EngineError::Stopped));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine still claims to run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = engine.submit(Task::Encode, ImageBatch::new(images, size).unwrap());
+    assert!(matches!(
+        refused,
+        Err(aelabel::inference::EngineError::Stopped)
+    ));
+}

@@ -111,6 +111,10 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
         dir.path().join("holdout"),
         dir.path().join("run"),
     );
+    let registry = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("registry.db").display()
+    );
     write_folder(&data, &source("train", 3000), 20, 2000);
     write_folder(&test, &source("t10k", 600), 100, 0);
 
@@ -126,8 +130,23 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
         "1",
         "--tsne-points",
         "200",
+        "--database-url",
+        &registry,
     ]);
     assert_eq!(code, 0, "pipeline failed:\n{stdout}\n{stderr}");
+    // The run registered its model, and as the registry's first it is active.
+    let (code, listed, stderr) =
+        common::aelabel_quiet(&["models", "list", "--json", "--database-url", &registry]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let model = aelabel::model::Model::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(
+        listed[0]["version"],
+        model.meta.version.as_str(),
+        "{stdout}"
+    );
+    assert_eq!(listed[0]["active"], true);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let d = &report["data"];

@@ -116,12 +116,16 @@ pub fn raw_to_input(
 
 /// Bytes decoding `bytes` (a PNG or JPEG) can take at its peak, from its header alone: the
 /// decoded image at its widest pixel type (16-bit RGBA for PNG, 4 channels for JPEG) plus its
-/// 8-bit gray copy. 0 when the header cannot be read or breaks `limits`: validation refuses
-/// such a file before anything is decoded.
+/// 8-bit gray copy. 0 when the header cannot be read or breaks `limits`, or a JPEG's markers
+/// are refused: validation refuses such a file before anything is decoded, and a file that can
+/// never decode must not be told to retry for want of budget.
 pub fn decode_cost(bytes: &[u8], limits: ImageLimits) -> u64 {
     let Ok(format) = sniff_format(bytes) else {
         return 0;
     };
+    if format.0 == ImageFormat::Jpeg && super::jpeg::check_jpeg(bytes).is_err() {
+        return 0;
+    }
     let Ok((width, height)) =
         ImageReader::with_format(Cursor::new(bytes), format.0).into_dimensions()
     else {

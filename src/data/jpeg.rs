@@ -118,5 +118,10 @@ mod tests {
         lying[sof + 5..sof + 9].copy_from_slice(&[0x10, 0x00, 0x10, 0x00]);
         let err = check_jpeg(&lying).unwrap_err();
         assert!(err.contains("too few for the 4096×4096"), "{err}");
+        // It can never decode, so it costs no decode budget: it is refused as invalid instead
+        // of being told to retry.
+        let limits = crate::data::ImageLimits::default();
+        assert_eq!(crate::data::decode_cost(&lying, limits), 0);
+        assert!(crate::data::decode_cost(&jpeg(28), limits) > 0);
     }
 }

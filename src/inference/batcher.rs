@@ -3,7 +3,7 @@
 use super::{EngineObserver, ImageBatch, Output, Runner, Task};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,11 +52,14 @@ pub(crate) fn spawn(
     max_delay: Duration,
     queued: Arc<AtomicUsize>,
     observer: Arc<dyn EngineObserver>,
+    alive: Arc<AtomicBool>,
 ) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("aelabel-batcher".into())
         .spawn(move || {
+            // Cleared when the thread ends for any reason, a panic in the maths included.
+            let _alive = AliveGuard(alive);
             let mut carry: Option<Job> = None;
             while let Some(first) = carry.take().or_else(|| rx.recv().ok()) {
                 let jobs = gather(first, &rx, max_batch, max_delay, &mut carry);
@@ -67,6 +70,15 @@ pub(crate) fn spawn(
             }
         })?;
     Ok(tx)
+}
+
+/// Marks the worker as gone when dropped.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Collects jobs after `first` until `max_batch` images, an empty queue past the deadline, or

@@ -8,13 +8,15 @@
 //! probabilities into domain [`Prediction`]s. Nothing here knows about gRPC.
 
 mod batcher;
+mod handle;
 mod prediction;
 
 pub use batcher::Pending;
+pub use handle::EngineHandle;
 pub use prediction::{PendingLabels, Prediction};
 
 use crate::model::{encode, encoder_depth, probabilities, Model, ModelMeta, PackedNetwork};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -266,6 +268,7 @@ pub struct Engine {
     queue: mpsc::Sender<batcher::Job>,
     queued_images: Arc<AtomicUsize>,
     observer: Arc<dyn EngineObserver>,
+    alive: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -285,12 +288,14 @@ impl Engine {
         let image_size = meta.input_width * meta.input_height;
         let runner = Arc::new(Runner::new(model, pool, threads));
         let queued_images = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicBool::new(true));
         let queue = batcher::spawn(
             runner.clone(),
             config.max_batch.max(1),
             config.max_queue_delay,
             queued_images.clone(),
             observer.clone(),
+            alive.clone(),
         )
         .map_err(|e| EngineError::Threads(e.to_string()))?;
         Ok(Self {
@@ -301,7 +306,14 @@ impl Engine {
             queue,
             queued_images,
             observer,
+            alive,
         })
+    }
+
+    /// False once the worker thread has ended (only a crash ends it while the engine lives):
+    /// health reports `NOT_SERVING` then.
+    pub fn is_running(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// The served model's metadata.

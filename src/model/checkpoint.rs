@@ -179,15 +179,27 @@ impl Model {
 
     /// Reads a model written by [`Model::save`], checking every tensor's name, dtype and shape.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+        Self::load_with_sha256(path).map(|(model, _)| model)
+    }
+
+    /// [`Model::load`], plus the SHA-256 of the file's bytes (lower-case hex) from the same
+    /// read, so a registry checksum is checked against exactly what was loaded.
+    pub fn load_with_sha256(path: &Path) -> Result<(Self, String), CheckpointError> {
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
             path: path.to_path_buf(),
             source,
         })?;
+        let sha256 = sha256_hex(&bytes);
+        Ok((Self::from_bytes(path, &bytes)?, sha256))
+    }
+
+    /// Parses checkpoint `bytes` read from `path` (named in errors).
+    fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, CheckpointError> {
         let format_err = |reason: String| CheckpointError::Format {
             path: path.to_path_buf(),
             reason,
         };
-        let (_, file_meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        let (_, file_meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| format_err(format!("unreadable safetensors header ({e})")))?;
         let header = file_meta.metadata().clone().unwrap_or_default();
         let field = |key: &str| {
@@ -228,7 +240,7 @@ impl Model {
                 arch.input_width, arch.input_height, arch.widths[0]
             )));
         }
-        let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        let tensors = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| format_err(format!("unreadable tensors ({e})")))?;
 
         // Build the expected shapes, then fill every parameter from the file.
@@ -305,4 +317,13 @@ struct Architecture {
     decoder: Decoder,
     input_width: usize,
     input_height: usize,
+}
+
+/// SHA-256 of `bytes` as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

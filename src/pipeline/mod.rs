@@ -266,6 +266,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         "auto_label_test_coverage": test_coverage.map(|c| c.coverage),
         "auto_label_test_accuracy": test_coverage.and_then(|c| c.accuracy),
         "target_accuracy": config.target_accuracy,
+        "dataset": config.data.dir.display().to_string(),
     });
     let (model, _) = save(
         &config.out_dir,

@@ -1,7 +1,8 @@
 //! gRPC's status conventions for errors tonic raises before a handler runs: a message over
 //! `--max-message-bytes` is `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`), and bytes that
 //! are not a valid request (bad protobuf, a non-UTF-8 id) are `INVALID_ARGUMENT` (tonic says
-//! `INTERNAL`, which would blame the server).
+//! `INTERNAL`, which would blame the server). The `Labeller`'s own codec already refuses its
+//! requests that way, naming the bad image ([`super::codec`]); this covers the other services.
 
 use tonic::codegen::http;
 use tonic::{Code, Status};

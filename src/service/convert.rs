@@ -26,7 +26,8 @@ pub struct ImageRules {
 }
 
 /// Peak bytes preparing `images` can hold: each encoded file at its header's size and widest
-/// pixel type, each raw image that needs resizing at its own size.
+/// pixel type, each raw image that needs resizing at its own size. Images that validation
+/// refuses cost nothing, so that they are told what is wrong rather than to retry later.
 pub fn decode_cost(images: &[pb::Image], rules: &ImageRules) -> u64 {
     images
         .iter()
@@ -35,7 +36,8 @@ pub fn decode_cost(images: &[pb::Image], rules: &ImageRules) -> u64 {
             Some(pb::image::Data::Raw(raw))
                 if (raw.width, raw.height) != (rules.width, rules.height)
                     && raw.width <= rules.limits.max_side
-                    && raw.height <= rules.limits.max_side =>
+                    && raw.height <= rules.limits.max_side
+                    && raw.pixels.len() as u64 == u64::from(raw.width) * u64::from(raw.height) =>
             {
                 u64::from(raw.width) * u64::from(raw.height) * 2
             }
@@ -236,7 +238,7 @@ pub fn model_info(meta: &ModelMeta, max_batch: usize) -> pb::ModelInfo {
 
 #[cfg(test)]
 mod reactor_tests {
-    use super::{needs_decoding, pb, ImageRules};
+    use super::{decode_cost, needs_decoding, pb, ImageRules};
     use crate::data::ImageLimits;
 
     #[test]
@@ -269,5 +271,27 @@ mod reactor_tests {
             data: Some(pb::image::Data::Encoded(vec![1])),
         };
         assert!(needs_decoding(&[encoded], &rules));
+    }
+
+    #[test]
+    fn raw_images_that_validation_refuses_cost_no_decode_budget() {
+        let rules = ImageRules {
+            width: 28,
+            height: 28,
+            limits: ImageLimits::default(),
+            max_batch: 8,
+            decode_budget: 1 << 20,
+        };
+        let raw = |width, height, pixels| pb::Image {
+            id: String::new(),
+            data: Some(pb::image::Data::Raw(pb::RawImage {
+                width,
+                height,
+                pixels: vec![0; pixels],
+            })),
+        };
+        assert_eq!(decode_cost(&[raw(40, 30, 1200)], &rules), 2400);
+        assert_eq!(decode_cost(&[raw(4000, 4000, 12)], &rules), 0, "short");
+        assert_eq!(decode_cost(&[raw(5000, 1, 5000)], &rules), 0, "too wide");
     }
 }

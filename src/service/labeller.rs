@@ -3,7 +3,7 @@
 
 use super::convert::{self, ImageRules, ParsedImages};
 use super::metrics::Metrics;
-use crate::inference::{Engine, EngineError, Output, Prediction, Task};
+use crate::inference::{Engine, EngineError, EngineHandle, Output, Prediction, Task};
 use crate::wire::{self as pb, code_name};
 use std::future::Future;
 use std::pin::Pin;
@@ -18,9 +18,30 @@ use tracing::Instrument;
 /// server stops reading the stream, so HTTP/2 flow control pushes back on the client.
 const STREAM_WINDOW: usize = 4;
 
+/// How many nice levels below the server's own priority image work runs, so that a machine
+/// saturated with decoding and resizing still answers health checks and small calls at once.
+const IMAGE_WORK_NICE_INCREMENT: i32 = 10;
+
+/// Lowers the calling blocking-pool thread's CPU priority by [`IMAGE_WORK_NICE_INCREMENT`],
+/// once per thread (Linux nice values are per thread; an unprivileged thread cannot raise its
+/// own back, so the thread keeps it for whatever blocking work it runs later).
+fn lower_priority_for_image_work() {
+    thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    LOWERED.with(|lowered| {
+        if !lowered.replace(true) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: nice only reads its integer argument and changes the calling thread's
+            // priority. A failure leaves the priority as it was, which is harmless.
+            unsafe {
+                libc::nice(IMAGE_WORK_NICE_INCREMENT);
+            }
+        }
+    });
+}
+
 /// State shared by every call.
 pub struct LabellerService {
-    engine: Arc<Engine>,
+    engine: Arc<EngineHandle>,
     rules: ImageRules,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
@@ -48,9 +69,11 @@ fn reserve(
 }
 
 impl LabellerService {
-    /// A service over `engine` that admits `max_in_flight` requests at once.
+    /// A service over the engine behind `engine` that admits `max_in_flight` requests at
+    /// once. `rules` gives the limits; its width and height are replaced per call by the
+    /// input size of the model answering it.
     pub fn new(
-        engine: Arc<Engine>,
+        engine: Arc<EngineHandle>,
         rules: ImageRules,
         max_in_flight: usize,
         metrics: Arc<Metrics>,
@@ -84,7 +107,7 @@ impl LabellerService {
 /// The cloneable parts a stream's background tasks need.
 #[derive(Clone)]
 struct Shared {
-    engine: Arc<Engine>,
+    engine: Arc<EngineHandle>,
     rules: ImageRules,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
@@ -102,20 +125,30 @@ enum Admission {
 }
 
 impl Shared {
-    async fn parse(&self, images: Vec<pb::Image>) -> Result<ParsedImages, Status> {
-        if convert::needs_decoding(&images, &self.rules) {
+    /// The request rules for `engine`'s model.
+    fn rules(&self, engine: &Engine) -> ImageRules {
+        ImageRules {
+            width: engine.meta().input_width as u32,
+            height: engine.meta().input_height as u32,
+            ..self.rules
+        }
+    }
+
+    async fn parse(&self, engine: &Engine, images: Vec<pb::Image>) -> Result<ParsedImages, Status> {
+        let rules = self.rules(engine);
+        if convert::needs_decoding(&images, &rules) {
             // Decoding and resizing are real CPU work: keep them off the reactor, and hold
             // their peak memory against the decode budget while they run.
-            let rules = self.rules;
             let budget = self.decode_budget.clone();
             tokio::task::spawn_blocking(move || {
+                lower_priority_for_image_work();
                 let _held = reserve(&budget, convert::decode_cost(&images, &rules), &rules)?;
                 convert::parse_images(images, &rules)
             })
             .await
             .map_err(|_| Status::internal("image decoding stopped unexpectedly"))?
         } else {
-            convert::parse_images(images, &self.rules)
+            convert::parse_images(images, &rules)
         }
     }
 
@@ -148,14 +181,12 @@ impl Shared {
     /// until the result is in.
     fn run(
         &self,
+        engine: &Engine,
         task: Task,
         parsed: ParsedImages,
         slot: Slot,
     ) -> Result<impl Future<Output = Answer<Output>>, Status> {
-        let pending = self
-            .engine
-            .submit(task, parsed.images)
-            .map_err(engine_status)?;
+        let pending = engine.submit(task, parsed.images).map_err(engine_status)?;
         Ok(hold_slot(slot, parsed.ids, pending))
     }
 
@@ -163,12 +194,12 @@ impl Shared {
     /// until the predictions are in.
     fn label(
         &self,
+        engine: &Engine,
         parsed: ParsedImages,
         review_threshold: f32,
         slot: Slot,
     ) -> Result<impl Future<Output = Answer<Vec<Prediction>>>, Status> {
-        let pending = self
-            .engine
+        let pending = engine
             .label(parsed.images, review_threshold)
             .map_err(engine_status)?;
         Ok(hold_slot(slot, parsed.ids, pending))
@@ -257,13 +288,14 @@ impl pb::labeller_server::Labeller for LabellerService {
         let shared = self.shared();
         let images = request.into_inner().images;
         observed(&self.metrics, "Encode", images.len(), async {
+            let engine = shared.engine.current();
             let slot = shared.admit(Admission::FailFast).await?;
-            let parsed = shared.parse(images).await?;
-            let (ids, output) = shared.run(Task::Encode, parsed, slot)?.await?;
+            let parsed = shared.parse(&engine, images).await?;
+            let (ids, output) = shared.run(&engine, Task::Encode, parsed, slot)?.await?;
             Ok(Response::new(convert::encode_response(
                 ids,
                 &output,
-                &shared.engine.meta().version,
+                &engine.meta().version,
             )))
         })
         .await
@@ -278,14 +310,17 @@ impl pb::labeller_server::Labeller for LabellerService {
         let include_values = request.include_values;
         let images = request.images;
         observed(&self.metrics, "Reconstruct", images.len(), async {
+            let engine = shared.engine.current();
             let slot = shared.admit(Admission::FailFast).await?;
-            let parsed = shared.parse(images).await?;
-            let (ids, output) = shared.run(Task::Reconstruct, parsed, slot)?.await?;
+            let parsed = shared.parse(&engine, images).await?;
+            let (ids, output) = shared
+                .run(&engine, Task::Reconstruct, parsed, slot)?
+                .await?;
             Ok(Response::new(convert::reconstruct_response(
                 ids,
                 &output,
                 include_values,
-                shared.engine.meta(),
+                engine.meta(),
             )))
         })
         .await
@@ -371,7 +406,7 @@ impl pb::labeller_server::Labeller for LabellerService {
         _request: Request<pb::GetModelInfoRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
         Ok(Response::new(convert::model_info(
-            self.engine.meta(),
+            self.engine.current().meta(),
             self.rules.max_batch,
         )))
     }
@@ -383,15 +418,16 @@ async fn label_pending(
     request: pb::LabelRequest,
     admission: Admission,
 ) -> Result<PendingLabel, Status> {
-    let engine = shared.engine.clone();
+    // One model for the whole call, even if another is swapped in meanwhile.
+    let engine = shared.engine.current();
     let threshold = convert::review_threshold(
         request.review_threshold,
         engine.meta().auto_accept_threshold,
     )?;
     // Admission first: decoding costs memory and CPU, so --max-in-flight must bound it too.
     let slot = shared.admit(admission).await?;
-    let parsed = shared.parse(request.images).await?;
-    let result = shared.label(parsed, threshold, slot)?;
+    let parsed = shared.parse(&engine, request.images).await?;
+    let result = shared.label(&engine, parsed, threshold, slot)?;
     Ok(Box::pin(async move {
         let (ids, predictions) = result.await?;
         Ok(convert::label_response(

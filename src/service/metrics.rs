@@ -22,6 +22,8 @@ pub struct Metrics {
     batch_seconds: HistogramVec,
     queue_depth: IntGauge,
     in_flight: IntGauge,
+    model: IntGaugeVec,
+    reloads: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -87,6 +89,16 @@ impl Metrics {
             &["version"],
         )?;
         model.with_label_values(&[model_version]).set(1);
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "aelabel_model_reloads_total",
+                "Activated registry versions this server tried to load, by outcome (loaded, refused)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["loaded", "refused"] {
+            reloads.with_label_values(&[outcome]).reset();
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(images.clone()))?;
@@ -94,7 +106,8 @@ impl Metrics {
         registry.register(Box::new(batch_seconds.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(model))?;
+        registry.register(Box::new(model.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -104,7 +117,21 @@ impl Metrics {
             batch_seconds,
             queue_depth,
             in_flight,
+            model,
+            reloads,
         })
+    }
+
+    /// The served model changed: `aelabel_model_info` names only `version` from now on.
+    pub fn set_model(&self, version: &str) {
+        self.model.reset();
+        self.model.with_label_values(&[version]).set(1);
+    }
+
+    /// Counts one attempt to load an activated version (`loaded` or `refused`).
+    pub fn reload_done(&self, loaded: bool) {
+        let outcome = if loaded { "loaded" } else { "refused" };
+        self.reloads.with_label_values(&[outcome]).inc();
     }
 
     /// Records one answered request.

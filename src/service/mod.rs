@@ -6,16 +6,19 @@
 //! flips it back to `NOT_SERVING`, stops accepting, and lets in-flight calls finish within
 //! the grace period.
 
+pub mod codec;
 mod codes;
 pub mod convert;
 mod labeller;
 pub mod metrics;
+mod reload;
 
 pub use labeller::LabellerService;
 
 use crate::data::ImageLimits;
-use crate::inference::{Engine, EngineConfig, EngineError};
+use crate::inference::{Engine, EngineConfig, EngineError, EngineHandle};
 use crate::model::{CheckpointError, Model};
+use crate::store::{Store, StoreError};
 use crate::wire::labeller_server::LabellerServer;
 use convert::ImageRules;
 use metrics::Metrics;
@@ -25,19 +28,36 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+/// How often a server serving a file checks its engine is alive.
+const DEFAULT_POLL: Duration = Duration::from_secs(1);
+
 /// Protobuf bytes of one raw image beyond its pixels (tags, lengths, width, height, an id).
 const IMAGE_OVERHEAD_BYTES: usize = 64;
+
+/// Where the served model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// One `model.safetensors`, served until the process ends; the registry is not read.
+    File(PathBuf),
+    /// The registry's active version, followed as other versions are activated.
+    Registry {
+        /// `sqlite://…` or `postgres://…`.
+        database_url: String,
+        /// How often to look for a new activation.
+        poll: Duration,
+    },
+}
 
 /// Everything `aelabel serve` needs, validated by [`ServeConfig::validate`].
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// The `model.safetensors` to serve.
-    pub model: PathBuf,
+    /// The model to serve.
+    pub model: ModelSource,
     /// gRPC listen address.
     pub addr: SocketAddr,
     /// Prometheus `/metrics` listen address; `None` turns the endpoint off.
@@ -63,6 +83,19 @@ pub enum ServeError {
     /// The model file could not be read.
     #[error(transparent)]
     Model(#[from] CheckpointError),
+    /// The registry could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A registered model's file is not the one that was registered.
+    #[error("refusing model `{version}` at {path}: {reason}")]
+    Artifact {
+        /// The registered version.
+        version: String,
+        /// Its artifact path.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -112,7 +145,8 @@ impl ServeConfig {
 /// A loaded, bound server that has not started answering yet.
 pub struct Application {
     config: ServeConfig,
-    engine: Arc<Engine>,
+    engine: Arc<EngineHandle>,
+    store: Option<Store>,
     metrics: Arc<Metrics>,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
@@ -121,15 +155,30 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads the model, starts the engine and binds both ports.
+    /// Loads the model (the file, or the registry's active version), starts the engine and
+    /// binds both ports.
     pub async fn build(config: ServeConfig) -> Result<Self, ServeError> {
-        let path = config.model.clone();
-        let model = tokio::task::spawn_blocking(move || Model::load(&path))
-            .await
-            .map_err(|e| ServeError::Config(format!("model loading stopped: {e}")))??;
+        let (model, store) = match &config.model {
+            ModelSource::File(path) => {
+                let path = path.clone();
+                let model = tokio::task::spawn_blocking(move || Model::load(&path))
+                    .await
+                    .map_err(|e| ServeError::Config(format!("model loading stopped: {e}")))??;
+                (model, None)
+            }
+            ModelSource::Registry { database_url, .. } => {
+                let store = Store::connect(database_url).await?;
+                let record = store.active_model().await?;
+                (reload::load_record(&record).await?, Some(store))
+            }
+        };
         config.validate(model.meta.input_width * model.meta.input_height)?;
         let metrics = Arc::new(Metrics::new(&model.meta.version)?);
-        let engine = Arc::new(Engine::start(model, &config.engine, metrics.clone())?);
+        let engine = Arc::new(EngineHandle::new(Engine::start(
+            model,
+            &config.engine,
+            metrics.clone(),
+        )?));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -153,6 +202,7 @@ impl Application {
         Ok(Self {
             config,
             engine,
+            store,
             metrics,
             grpc,
             grpc_addr,
@@ -197,9 +247,10 @@ impl Application {
             .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+        let served = self.engine.current();
         let rules = ImageRules {
-            width: self.engine.meta().input_width as u32,
-            height: self.engine.meta().input_height as u32,
+            width: served.meta().input_width as u32,
+            height: served.meta().input_height as u32,
             limits: ImageLimits {
                 max_side: self.config.max_image_side,
             },
@@ -239,15 +290,18 @@ impl Application {
             ))
         });
 
+        let (stopping_tx, stopping) = watch::channel(false);
         let grace = self.config.shutdown_grace;
         let status = reporter.clone();
         let addr = self.grpc_addr;
+        // Logged here, not in the task: "listening" must come before warm-up's "serving".
+        tracing::info!(%addr, "listening");
         let task = tokio::spawn(async move {
-            tracing::info!(%addr, "listening");
             let finished = tokio::select! {
                 _ = shutdown => None,
                 result = &mut server => Some(result),
             };
+            let _ = stopping_tx.send(true);
             set_status(&status, ServingStatus::NotServing).await;
             let _ = stop_metrics.send(());
             let result = match finished {
@@ -277,10 +331,24 @@ impl Application {
                 Err(e) => Err(ServeError::Config(format!("the server task failed: {e}"))),
             }
         });
+        let poll = match &self.config.model {
+            ModelSource::Registry { poll, .. } => *poll,
+            ModelSource::File(_) => DEFAULT_POLL,
+        };
+        let follower = reload::Follower {
+            handle: self.engine.clone(),
+            store: self.store,
+            config: self.config,
+            poll,
+            metrics: self.metrics,
+            reporter: reporter.clone(),
+            stopping,
+        };
         Ok(Running {
             engine: self.engine,
             reporter,
             task,
+            follower: std::sync::Mutex::new(Some(follower)),
         })
     }
 }
@@ -298,20 +366,31 @@ async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
 
 /// A server that is answering calls.
 pub struct Running {
-    engine: Arc<Engine>,
+    engine: Arc<EngineHandle>,
     reporter: HealthReporter,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    follower: std::sync::Mutex<Option<reload::Follower>>,
 }
 
 impl Running {
-    /// Runs the model once on the engine's threads, then reports `SERVING`.
+    /// Runs the model once on the engine's threads, reports `SERVING`, and from then on
+    /// follows the registry (when serving from it) and the engine's health.
     pub async fn warm_up(&self) -> Result<(), ServeError> {
-        let engine = self.engine.clone();
+        let engine = self.engine.current();
+        let version = engine.meta().version.clone();
         tokio::task::spawn_blocking(move || engine.warm_up())
             .await
             .map_err(|e| ServeError::Config(format!("warm-up stopped: {e}")))??;
         set_status(&self.reporter, ServingStatus::Serving).await;
-        tracing::info!(model = %self.engine.meta().version, "serving");
+        tracing::info!(model = %version, "serving");
+        let follower = self
+            .follower
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(follower) = follower {
+            tokio::spawn(follower.run());
+        }
         Ok(())
     }
 

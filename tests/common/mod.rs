@@ -1,6 +1,8 @@
 //! Shared set-up for the integration tests.
 #![allow(dead_code)]
 
+pub mod db;
+pub mod proxy;
 pub mod server;
 
 use aelabel::data::DataOptions;
@@ -90,11 +92,11 @@ pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, Str
     )
 }
 
-/// The `aelabel` binary with no `AELABEL_*` or `RUST_LOG` variable from the environment the
+/// The `aelabel` binary with no `AELABEL_*`, `DATABASE_URL` or `RUST_LOG` variable from the environment the
 /// tests run in, so a developer's settings cannot change what a test sees.
 pub fn clean_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aelabel"));
-    command.env_remove("RUST_LOG");
+    command.env_remove("RUST_LOG").env_remove("DATABASE_URL");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AELABEL_") {
             command.env_remove(name);

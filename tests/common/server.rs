@@ -2,7 +2,7 @@
 
 use aelabel::inference::EngineConfig;
 use aelabel::pipeline::{run, PipelineConfig};
-use aelabel::service::{Application, Running, ServeConfig};
+use aelabel::service::{Application, ModelSource, Running, ServeConfig};
 use aelabel::train::Silent;
 use aelabel::wire::labeller_client::LabellerClient;
 use std::net::SocketAddr;
@@ -31,10 +31,30 @@ pub fn model_path() -> &'static Path {
     })
 }
 
+/// A second test model, trained like [`model_path`]'s with another seed: a different version.
+pub fn second_model_path() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("aelabel-test-model2-{}", std::process::id()));
+        let config = PipelineConfig {
+            pretrain_epochs: Some(1),
+            finetune_epochs: Some(5),
+            self_training_rounds: Some(0),
+            train_limit: Some(3000),
+            eval_limit: Some(500),
+            tsne_points: 0,
+            seed: 11,
+            ..super::quick_pipeline_config(&dir)
+        };
+        run(&config, &Silent).expect("the second test model trains");
+        dir.join("model.safetensors")
+    })
+}
+
 /// Server settings for tests: loopback port 0, metrics on, small limits.
 pub fn config() -> ServeConfig {
     ServeConfig {
-        model: model_path().to_path_buf(),
+        model: ModelSource::File(model_path().to_path_buf()),
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
         engine: EngineConfig {

@@ -1,5 +1,9 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
+mod registry;
+
+pub use registry::{DatabaseArgs, DbArgs, DbCommand, ModelsArgs, ModelsCommand};
+
 use crate::client::{self, bench::LoadTest, bench::Rpc, EncodeJob, LabelJob};
 use crate::config::{
     aelabel_home, parse_fraction, parse_input_size, parse_layers, parse_positive, Widths,
@@ -9,9 +13,11 @@ use crate::inference::{Engine, EngineConfig, NoObserver, Task};
 use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
 use crate::progress::Progress;
-use crate::service::{shutdown_signal, Application, ServeConfig};
+use crate::service::{shutdown_signal, Application, ModelSource, ServeConfig};
+use crate::store::Store;
 use crate::telemetry::LogFormat;
 use crate::train::bench::bench_train;
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,14 +58,25 @@ pub enum Command {
     Encode(EncodeArgs),
     /// Benchmarks: load a server (`--server URL`), or `bench train` / `bench engine`.
     Bench(BenchArgs),
+    /// The model registry: list, show, activate, roll back, register.
+    Models(ModelsArgs),
+    /// Database maintenance (`db migrate`).
+    Db(DbArgs),
 }
 
 /// Flags of `aelabel serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The model to serve [default: the default pipeline run's model.safetensors].
+    /// Serve this model.safetensors and ignore the registry [default: the registry's active
+    /// version, switching when another is activated].
     #[arg(long, env = "AELABEL_MODEL")]
     pub model: Option<PathBuf>,
+    /// Registry database flags.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// How often to look for a newly activated model, in milliseconds.
+    #[arg(long, default_value_t = 1000, env = "AELABEL_REGISTRY_POLL_MS", value_parser = parse_positive)]
+    pub registry_poll_ms: usize,
     /// gRPC listen address.
     #[arg(long, default_value = "0.0.0.0:50051", env = "AELABEL_ADDR")]
     pub addr: SocketAddr,
@@ -231,6 +248,12 @@ pub struct PipelineArgs {
     /// Validation images on the t-SNE map (0 = no map).
     #[arg(long, default_value_t = 2000)]
     pub tsne_points: usize,
+    /// Do not record the model in the registry.
+    #[arg(long, env = "AELABEL_NO_REGISTER")]
+    pub no_register: bool,
+    /// Registry database flags.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 }
 
 /// `aelabel bench …`
@@ -348,7 +371,13 @@ fn task_of(rpc: Rpc) -> Task {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
-        model: args.model.unwrap_or_else(default_model),
+        model: match args.model {
+            Some(path) => ModelSource::File(path),
+            None => ModelSource::Registry {
+                database_url: args.db.url(),
+                poll: Duration::from_millis(args.registry_poll_ms as u64),
+            },
+        },
         addr: args.addr,
         metrics_addr: (!args.no_metrics).then_some(args.metrics_addr),
         engine: EngineConfig {
@@ -455,7 +484,25 @@ fn pipeline_command(args: PipelineArgs, quiet: bool) -> anyhow::Result<()> {
         );
     }
     println!("report: {}", out.join("report.md").display());
-    println!("model:  {}", out.join("model.safetensors").display());
+    let model = out.join("model.safetensors");
+    println!("model:  {}", model.display());
+    if !args.no_register {
+        let url = args.db.url();
+        let line = runtime()?
+            .block_on(async {
+                let store = Store::connect(&url).await?;
+                let line = registry::register(&store, &model).await;
+                store.close().await;
+                line
+            })
+            .with_context(|| {
+                format!(
+                    "the model is saved but could not be registered; register it later with `aelabel models register {}`",
+                    model.display()
+                )
+            })?;
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -513,6 +560,8 @@ fn bench_decode(args: BenchDecodeArgs) -> anyhow::Result<()> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pipeline(args) => pipeline_command(args, cli.quiet),
+        Command::Models(args) => runtime()?.block_on(registry::models_command(args)),
+        Command::Db(args) => runtime()?.block_on(registry::db_command(args)),
         Command::Serve(args) => serve(args),
         Command::Label(args) => {
             let job = LabelJob {

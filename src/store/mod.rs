@@ -1,0 +1,211 @@
+//! Persistence: the model registry (and, later, label jobs) in SQLite or PostgreSQL.
+//!
+//! All SQL lives in this module; the rest of the code sees typed functions on [`Store`].
+//! One code path serves both databases through sqlx's `Any` driver: the queries use the
+//! dialect subset both understand (`$1` placeholders, `TEXT`, `BIGINT`, `DOUBLE PRECISION`),
+//! and the migrations in `migrations/` are embedded in the binary and run on connect.
+
+mod models;
+
+pub use models::{ModelRecord, NewModel, Registered};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The migrations in `migrations/`, compiled in.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a query waits for a free or new connection before reporting the database down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the connection.
+    #[error(
+        "cannot connect to the database at {url}: {source}; check --database-url / DATABASE_URL"
+    )]
+    Connect {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The URL is not one aelabel can use.
+    #[error("`{url}` is not a database URL aelabel can use: {reason}")]
+    BadUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the database at {url}: {source}")]
+    Migrate {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed (the database went away, a constraint was broken, ...).
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    /// No model has this version.
+    #[error("no model version `{0}` is registered; `aelabel models list` shows the versions")]
+    UnknownVersion(String),
+    /// The registry holds no model yet.
+    #[error("no model is registered yet; train one with `aelabel pipeline`")]
+    Empty,
+    /// Rollback needs an earlier activation of another version.
+    #[error("there is no earlier active version to roll back to (active: {0})")]
+    NothingToRollBack(String),
+    /// A stored value could not be read back.
+    #[error("the registry holds a malformed {what} for model `{version}`: {reason}")]
+    Malformed {
+        /// The model.
+        version: String,
+        /// Which column.
+        what: &'static str,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+/// A connection pool to the registry database, schema up to date.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    url: String,
+}
+
+/// The embedded default: a SQLite file `aelabel.db` in aelabel's home directory.
+pub fn default_database_url(home: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", home.join("aelabel.db").display())
+}
+
+/// `url` with the password (if any) replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations. A SQLite
+    /// file's folder is created if missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (the migrations run separately).
+    async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let redacted = redact_url(url);
+        let bad = |reason: String| StoreError::BadUrl {
+            url: redacted.clone(),
+            reason,
+        };
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(bad(
+                "it must start with sqlite:// or postgres:// (e.g. postgres://user@host:5432/db)"
+                    .into(),
+            ));
+        }
+        if sqlite {
+            create_sqlite_folder(url).map_err(|e| bad(e.to_string()))?;
+        }
+        let options = AnyConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+        // SQLite serialises writers: one connection avoids "database is locked" between
+        // this process's own tasks (other processes wait on the busy timeout).
+        let max_connections = if sqlite { 1 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redacted.clone(),
+                source,
+            })?;
+        Ok(Self {
+            pool,
+            url: redacted,
+        })
+    }
+
+    /// Brings the schema up to date (idempotent; safe with several processes at once).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: self.url.clone(),
+                source,
+            })
+    }
+
+    /// The database URL without its password.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes every connection (waits for those in use).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the folder of a `sqlite://path?…` URL's file, so a fresh `AELABEL_HOME` works.
+fn create_sqlite_folder(url: &str) -> std::io::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/aelabel?sslmode=disable"),
+            "postgres://app:***@db:5432/aelabel?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+}

@@ -3,7 +3,7 @@
 mod common;
 
 use aelabel::inference::{Engine, EngineConfig, EngineObserver, ImageBatch, NoObserver, Task};
-use aelabel::model::{top_class, Model};
+use aelabel::model::{encode, probabilities, top_class, Model};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +83,54 @@ async fn label_predicts_the_most_probable_class_with_the_model_class_names() {
         assert_eq!(p.confidence, confidence);
         assert_eq!(p.probabilities, probabilities.row(i));
         assert_eq!(p.needs_review, confidence < threshold);
+    }
+}
+
+/// Largest difference between `got` and `want`, relative to the value where it exceeds 1.
+fn worst_difference(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn engine_outputs_match_the_reference_forward_pass_on_real_weights() {
+    let model = Model::load(common::server::model_path()).unwrap();
+    let size = model.meta.input_width * model.meta.input_height;
+    // 1031 images: more than a full batch of tiles in every block, and a ragged last tile.
+    let (images, _) = common::server::test_images(1031);
+    let floats: Vec<f32> = images.iter().map(|&p| aelabel::data::to_unit(p)).collect();
+    let codes = encode(&model.autoencoder, &floats, 1);
+    let reconstructions = model.autoencoder.forward(&floats, 1031, 1);
+    let classes = probabilities(&model.classifier, &floats, 1);
+
+    for threads in [1, 2] {
+        let config = EngineConfig {
+            threads,
+            max_batch: 2048,
+            max_queue_delay: Duration::ZERO,
+        };
+        let engine = Engine::start(model.clone(), &config, Arc::new(NoObserver)).unwrap();
+        for n in [1, 2, 5, 13, 100, 1031] {
+            let batch = ImageBatch::new(images[..n * size].to_vec(), size).unwrap();
+            for (task, want) in [
+                (Task::Encode, &codes),
+                (Task::Reconstruct, &reconstructions),
+                (Task::Label, &classes),
+            ] {
+                let got = engine.run_blocking(task, &batch).unwrap();
+                let width = want.len() / 1031;
+                assert_eq!(got.width, width);
+                let worst = worst_difference(&got.values, &want[..n * width]);
+                assert!(
+                    worst < 1e-5,
+                    "{} of {n} images on {threads} thread(s) differs from the reference by {worst}",
+                    task.name()
+                );
+            }
+        }
     }
 }
 

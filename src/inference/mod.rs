@@ -15,7 +15,7 @@ pub use batcher::Pending;
 pub use handle::EngineHandle;
 pub use prediction::{PendingLabels, Prediction};
 
-use crate::model::{encode, probabilities, Model, ModelMeta};
+use crate::model::{encode, encoder_depth, probabilities, Model, ModelMeta, PackedNetwork};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -53,7 +53,7 @@ impl ImageBatch {
     /// Wraps pixels of `pixels.len() / image_size` images; `None` unless the length is a
     /// whole, non-zero number of images.
     pub fn new(pixels: Vec<u8>, image_size: usize) -> Option<Self> {
-        (image_size > 0 && !pixels.is_empty() && pixels.len() % image_size == 0)
+        (image_size > 0 && !pixels.is_empty() && pixels.len().is_multiple_of(image_size))
             .then_some(Self { pixels, image_size })
     }
 
@@ -167,25 +167,80 @@ const SMALL_BATCH: usize = 8;
 /// The model plus the pool its forward passes run on.
 pub(crate) struct Runner {
     model: Model,
+    packed: Option<PackedTasks>,
     pool: rayon::ThreadPool,
     threads: usize,
 }
 
+/// Each task's layers packed for this CPU's serving kernel.
+struct PackedTasks {
+    encode: PackedNetwork,
+    reconstruct: PackedNetwork,
+    label: PackedNetwork,
+}
+
+impl PackedTasks {
+    /// `None` when the CPU has no serving kernel (the reference forward pass runs instead).
+    fn new(model: &Model) -> Option<Self> {
+        let ae = &model.autoencoder;
+        let clf = &model.classifier;
+        Some(Self {
+            encode: PackedNetwork::new(ae, 0..encoder_depth(ae), false)?,
+            reconstruct: PackedNetwork::new(ae, 0..ae.layers.len(), false)?,
+            label: PackedNetwork::new(clf, 0..clf.layers.len(), true)?,
+        })
+    }
+
+    fn get(&self, task: Task) -> &PackedNetwork {
+        match task {
+            Task::Encode => &self.encode,
+            Task::Reconstruct => &self.reconstruct,
+            Task::Label => &self.label,
+        }
+    }
+}
+
 impl Runner {
+    /// Packs `model`'s weights for this CPU once, for every later pass.
+    fn new(model: Model, pool: rayon::ThreadPool, threads: usize) -> Self {
+        Self {
+            packed: PackedTasks::new(&model),
+            model,
+            pool,
+            threads,
+        }
+    }
+
     /// Runs `task` on `pixels` (`n` images): small batches on the calling thread (waking
     /// the pool's parked threads costs more than the maths), large ones inside the pool.
     fn run(&self, task: Task, pixels: &[u8], n: usize) -> Output {
         if n <= SMALL_BATCH {
-            return compute(&self.model, task, pixels, n, 1);
+            return self.compute(task, pixels, n, 1);
         }
         self.pool
-            .install(|| compute(&self.model, task, pixels, n, self.threads))
+            .install(|| self.compute(task, pixels, n, self.threads))
+    }
+
+    /// Runs `task` for `n` images on the calling thread (rows are split across the current
+    /// rayon pool when `threads > 1`): the packed kernel when this CPU has one, else the
+    /// training code's forward pass.
+    fn compute(&self, task: Task, pixels: &[u8], n: usize, threads: usize) -> Output {
+        match &self.packed {
+            Some(packed) => {
+                let net = packed.get(task);
+                Output {
+                    width: net.output_size(),
+                    values: net.run(pixels, threads),
+                }
+            }
+            None => reference_compute(&self.model, task, pixels, n, threads),
+        }
     }
 }
 
-/// Runs `task` for `n` images on the calling thread (matrix products may fan out to the
-/// current rayon pool when `threads > 1`).
-fn compute(model: &Model, task: Task, pixels: &[u8], n: usize, threads: usize) -> Output {
+/// Runs `task` for `n` images with the training code's forward pass (matrix products may fan
+/// out to the current rayon pool when `threads > 1`).
+fn reference_compute(model: &Model, task: Task, pixels: &[u8], n: usize, threads: usize) -> Output {
     // The same scaling the training data gets (`data::read_pair`): pixel / 255.
     let input: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
     match task {
@@ -231,11 +286,7 @@ impl Engine {
             .map_err(|e| EngineError::Threads(e.to_string()))?;
         let meta = Arc::new(model.meta.clone());
         let image_size = meta.input_width * meta.input_height;
-        let runner = Arc::new(Runner {
-            model,
-            pool,
-            threads,
-        });
+        let runner = Arc::new(Runner::new(model, pool, threads));
         let queued_images = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicBool::new(true));
         let queue = batcher::spawn(

@@ -37,7 +37,7 @@ impl Activation {
         }
     }
 
-    fn apply(self, values: &mut [f32]) {
+    pub(crate) fn apply(self, values: &mut [f32]) {
         fastmath::wide(|| self.apply_scalar(values));
     }
 

@@ -5,9 +5,15 @@ use protox::prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/aelabel/v1/labeller.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let descriptors = protox::compile([proto], ["proto"])?;
+    // Compiled together: one descriptor set, so reflection sees every service.
+    let protos = [
+        "proto/aelabel/v1/labeller.proto",
+        "proto/aelabel/v1/jobs.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("aelabel_descriptor.bin"),

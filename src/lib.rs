@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod data;
 pub mod inference;
+pub mod jobs;
 pub mod model;
 pub mod pipeline;
 pub mod progress;

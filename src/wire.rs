@@ -1,6 +1,6 @@
 //! The wire contract shared by the server and the client commands: the generated protobuf
-//! types and tonic stubs of `proto/aelabel/v1/labeller.proto`, their descriptor set, and the
-//! names of gRPC status codes. Nothing here decides anything; it only names what travels.
+//! types and tonic stubs of `proto/aelabel/v1/labeller.proto` and `jobs.proto`, their
+//! descriptor set, and the names of gRPC status codes. Nothing here decides anything; it only names what travels.
 
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod generated {

@@ -28,11 +28,24 @@ impl ImageField for pb::ReconstructRequest {
 impl ImageField for pb::LabelRequest {
     const IMAGES: Option<&'static str> = Some("images");
 }
+impl ImageField for pb::AddImagesRequest {
+    const IMAGES: Option<&'static str> = Some("images");
+}
 impl ImageField for pb::GetModelInfoRequest {}
 impl ImageField for pb::EncodeResponse {}
 impl ImageField for pb::ReconstructResponse {}
 impl ImageField for pb::LabelResponse {}
 impl ImageField for pb::ModelInfo {}
+impl ImageField for pb::CreateJobRequest {}
+impl ImageField for pb::GetJobRequest {}
+impl ImageField for pb::ListItemsRequest {}
+impl ImageField for pb::SubmitReviewRequest {}
+impl ImageField for pb::ExportLabelsRequest {}
+impl ImageField for pb::Job {}
+impl ImageField for pb::AddImagesResponse {}
+impl ImageField for pb::ListItemsResponse {}
+impl ImageField for pb::Item {}
+impl ImageField for pb::ExportedLabel {}
 
 /// The `Labeller` service's codec (client and server): prost encoding, located decode errors.
 #[derive(Debug, Clone)]

@@ -1,10 +1,11 @@
-//! Persistence: the model registry (and, later, label jobs) in SQLite or PostgreSQL.
+//! Persistence: the model registry and label jobs in SQLite or PostgreSQL.
 //!
 //! All SQL lives in this module; the rest of the code sees typed functions on [`Store`].
 //! One code path serves both databases through sqlx's `Any` driver: the queries use the
 //! dialect subset both understand (`$1` placeholders, `TEXT`, `BIGINT`, `DOUBLE PRECISION`),
 //! and the migrations in `migrations/` are embedded in the binary and run on connect.
 
+mod jobs;
 mod models;
 
 pub use models::{ModelRecord, NewModel, Registered};
@@ -62,6 +63,35 @@ pub enum StoreError {
     /// Rollback needs an earlier activation of another version.
     #[error("there is no earlier active version to roll back to (active: {0})")]
     NothingToRollBack(String),
+    /// No label job has this id.
+    #[error("no label job has the id `{0}`")]
+    UnknownJob(String),
+    /// The job holds no item with this client id.
+    #[error("label job `{job_id}` holds no item with the id `{item_id}`")]
+    UnknownItem {
+        /// The job.
+        job_id: String,
+        /// The client id asked for.
+        item_id: String,
+    },
+    /// A review named a class the job does not have.
+    #[error("{class} is not one of the job's classes ({})", classes.join(", "))]
+    UnknownClass {
+        /// The class as the reviewer gave it.
+        class: String,
+        /// The job's class names.
+        classes: Vec<String>,
+    },
+    /// A stored job value could not be read back.
+    #[error("label job `{job_id}` holds a malformed {what}: {reason}")]
+    MalformedJob {
+        /// The job.
+        job_id: String,
+        /// Which column.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A stored value could not be read back.
     #[error("the registry holds a malformed {what} for model `{version}`: {reason}")]
     Malformed {
@@ -74,11 +104,21 @@ pub enum StoreError {
     },
 }
 
+/// Which database a [`Store`] talks to, for the few statements whose best form differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (one writer at a time).
+    Sqlite,
+    /// A PostgreSQL server (row locks, `FOR UPDATE SKIP LOCKED`).
+    Postgres,
+}
+
 /// A connection pool to the registry database, schema up to date.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     url: String,
+    backend: Backend,
 }
 
 /// The embedded default: a SQLite file `aelabel.db` in aelabel's home directory.
@@ -145,6 +185,11 @@ impl Store {
         Ok(Self {
             pool,
             url: redacted,
+            backend: if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            },
         })
     }
 
@@ -157,6 +202,11 @@ impl Store {
                 url: self.url.clone(),
                 source,
             })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The database URL without its password.

@@ -1,0 +1,465 @@
+//! Label jobs: jobs, their deduplicated images, items with each model's answer and people's
+//! reviews, and the claims that let several workers (on several replicas) share the labelling
+//! without doing an item twice.
+//!
+//! A prediction is written only by the worker that holds a still-pending item's claim, in the
+//! same statement that ends the claim, so an item is labelled at most once even when a claim
+//! expired and was taken over; claims that expire (a crashed worker) are simply claimed again.
+
+use super::{now_ms, Backend, Store, StoreError};
+use crate::jobs::{
+    Added, ClaimedItem, ItemCursor, ItemStatus, Job, JobCounts, JobItem, LabelledItem, NewImage,
+    NewJob, ReviewClass,
+};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::time::Duration;
+
+const SELECT_ITEM: &str = "SELECT seq, client_id, status, predicted_class, confidence, \
+     probabilities, model_version, human_class FROM items";
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl Store {
+    /// Creates an empty job and returns it.
+    pub async fn create_job(&self, job: &NewJob) -> Result<Job, StoreError> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        sqlx::query(
+            "INSERT INTO jobs (id, name, created_at, auto_accept_threshold, input_width, \
+             input_height, class_names) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&job.name)
+        .bind(now_ms())
+        .bind(job.auto_accept_threshold.map(f64::from))
+        .bind(i64::from(job.input_width))
+        .bind(i64::from(job.input_height))
+        .bind(serde_json::Value::from(job.class_names.clone()).to_string())
+        .execute(&self.pool)
+        .await?;
+        self.job(&id).await
+    }
+
+    /// The job `job_id` with its counts and the model versions that labelled it.
+    pub async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, created_at, auto_accept_threshold, input_width, input_height, \
+             class_names FROM jobs WHERE id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        let (spec, created_ms) = job_spec(&row)?;
+        let mut counts = JobCounts::default();
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM items WHERE job_id = $1 GROUP BY status",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let status = status(&row, job_id)?;
+            let n: i64 = row.try_get("n")?;
+            counts.add(status, u64::try_from(n).unwrap_or(0));
+        }
+        let model_versions = sqlx::query(
+            "SELECT DISTINCT model_version FROM items WHERE job_id = $1 \
+             AND model_version IS NOT NULL ORDER BY model_version",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+        let created =
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(created_ms).unwrap_or(0));
+        Ok(Job {
+            id: job_id.to_string(),
+            spec,
+            created_at: humantime::format_rfc3339_millis(created).to_string(),
+            counts,
+            model_versions,
+        })
+    }
+
+    /// Adds `images` to the job in one transaction: an image whose client id the job already
+    /// holds is a duplicate and changes nothing; equal pixels are stored once per job.
+    pub async fn add_images(&self, job_id: &str, images: &[NewImage]) -> Result<Added, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // On Postgres the job row's lock serialises adders of one job, so item numbers do
+        // not collide; SQLite has one writer anyway.
+        let lock = match self.backend {
+            Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
+        };
+        sqlx::query(lock)
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        let mut seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM items WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let mut added = Added::default();
+        for image in images {
+            let inserted = sqlx::query(
+                "INSERT INTO items (job_id, seq, client_id, image_sha256, status) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, client_id) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(seq + 1)
+            .bind(&image.client_id)
+            .bind(&image.sha256)
+            .bind(ItemStatus::Pending.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                added.duplicates += 1;
+                continue;
+            }
+            seq += 1;
+            added.added += 1;
+            sqlx::query(
+                "INSERT INTO job_images (job_id, sha256, pixels) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job_id, sha256) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(&image.sha256)
+            .bind(image.pixels.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Up to `limit` items of `status` in review order (confidence ascending, then the order
+    /// they were added), after `after`; with the cursor of the last one when more follow.
+    pub async fn list_items(
+        &self,
+        job_id: &str,
+        status: ItemStatus,
+        after: Option<ItemCursor>,
+        limit: usize,
+    ) -> Result<(Vec<JobItem>, Option<ItemCursor>), StoreError> {
+        self.require_job(job_id).await?;
+        let after = after.unwrap_or(ItemCursor {
+            confidence: -1.0,
+            seq: 0,
+        });
+        let rows = sqlx::query(&format!(
+            "{SELECT_ITEM} WHERE job_id = $1 AND status = $2 AND \
+             (COALESCE(confidence, 0) > $3 OR (COALESCE(confidence, 0) = $4 AND seq > $5)) \
+             ORDER BY COALESCE(confidence, 0), seq LIMIT $6"
+        ))
+        .bind(job_id)
+        .bind(status.as_str())
+        .bind(after.confidence)
+        .bind(after.confidence)
+        .bind(after.seq)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len().min(limit));
+        let mut last = None;
+        for row in rows.iter().take(limit) {
+            let item = item(row, job_id)?;
+            last = Some(ItemCursor {
+                confidence: row.try_get::<Option<f64>, _>("confidence")?.unwrap_or(0.0),
+                seq: row.try_get("seq")?,
+            });
+            items.push(item);
+        }
+        let next = if rows.len() > limit { last } else { None };
+        Ok((items, next))
+    }
+
+    /// Records a person's class for item `item_id` of the job; it wins over any model's.
+    pub async fn submit_review(
+        &self,
+        job_id: &str,
+        item_id: &str,
+        class: &ReviewClass,
+    ) -> Result<JobItem, StoreError> {
+        let job = self.job_spec(job_id).await?;
+        let classes = job.class_names;
+        let index = class
+            .resolve(&classes)
+            .ok_or_else(|| StoreError::UnknownClass {
+                class: match class {
+                    ReviewClass::Name(name) => format!("class name `{name}`"),
+                    ReviewClass::Index(i) => format!("class index {i}"),
+                },
+                classes: classes.clone(),
+            })?;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE items SET status = $1, human_class = $2, reviewed_at = $3 \
+             WHERE job_id = $4 AND client_id = $5",
+        )
+        .bind(ItemStatus::Reviewed.as_str())
+        .bind(i64::from(index))
+        .bind(now_ms())
+        .bind(job_id)
+        .bind(item_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::UnknownItem {
+                job_id: job_id.to_string(),
+                item_id: item_id.to_string(),
+            });
+        }
+        let row = sqlx::query(&format!(
+            "{SELECT_ITEM} WHERE job_id = $1 AND client_id = $2"
+        ))
+        .bind(job_id)
+        .bind(item_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        item(&row, job_id)
+    }
+
+    /// Up to `limit` items in the order they were added, after position `after_seq` (0 for
+    /// the start), each with its position.
+    pub async fn export_page(
+        &self,
+        job_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, JobItem)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_ITEM} WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(job_id)
+        .bind(after_seq)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, item(row, job_id)?)))
+            .collect()
+    }
+
+    /// Claims up to `limit` pending items for `worker_id` for `lease` (items whose earlier
+    /// claim expired included) and returns them with their pixels. On Postgres, rows other
+    /// workers are claiming right now are skipped, not waited for.
+    pub async fn claim_pending(
+        &self,
+        worker_id: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedItem>, StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let claim = match self.backend {
+            Backend::Postgres => {
+                "WITH picked AS (SELECT job_id, seq FROM items WHERE status = $1 \
+                 AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY job_id, seq \
+                 LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE items SET claimed_by = $4, claimed_until = $5 FROM picked \
+                 WHERE items.job_id = picked.job_id AND items.seq = picked.seq"
+            }
+            Backend::Sqlite => {
+                "UPDATE items SET claimed_by = $4, claimed_until = $5 \
+                 WHERE (job_id, seq) IN (SELECT job_id, seq FROM items WHERE status = $1 \
+                 AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY job_id, seq LIMIT $3)"
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(claim)
+            .bind(ItemStatus::Pending.as_str())
+            .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(worker_id)
+            .bind(until)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT i.job_id, i.seq, j.auto_accept_threshold, j.input_width, j.input_height, \
+             p.pixels FROM items i JOIN jobs j ON j.id = i.job_id \
+             JOIN job_images p ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
+             WHERE i.claimed_by = $1 AND i.claimed_until = $2 AND i.status = $3 \
+             ORDER BY i.job_id, i.seq",
+        )
+        .bind(worker_id)
+        .bind(until)
+        .bind(ItemStatus::Pending.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(claimed_item).collect()
+    }
+
+    /// Records each labelled item's prediction, in one transaction, where `worker_id` still
+    /// holds the claim of a pending item; returns how many were recorded (the others were
+    /// reviewed meanwhile, or their claim expired and was taken over).
+    pub async fn record_predictions(
+        &self,
+        worker_id: &str,
+        labelled: &[LabelledItem],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut recorded = 0;
+        for item in labelled {
+            recorded += record_prediction(&mut tx, worker_id, item).await?;
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn require_job(&self, job_id: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT id FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|_| ())
+            .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))
+    }
+
+    /// The job's settings and classes (without counting its items).
+    pub async fn job_spec(&self, job_id: &str) -> Result<NewJob, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, created_at, auto_accept_threshold, input_width, input_height, \
+             class_names FROM jobs WHERE id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        Ok(job_spec(&row)?.0)
+    }
+}
+
+async fn record_prediction(
+    tx: &mut Tx<'_>,
+    worker_id: &str,
+    item: &LabelledItem,
+) -> Result<u64, StoreError> {
+    let p = &item.prediction;
+    let probabilities: Vec<u8> = p
+        .probabilities
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let done = sqlx::query(
+        "UPDATE items SET status = $1, predicted_class = $2, confidence = $3, \
+         probabilities = $4, model_version = $5, labelled_by = $6, \
+         labellings = labellings + 1, claimed_by = NULL, claimed_until = NULL \
+         WHERE job_id = $7 AND seq = $8 AND status = $9 AND claimed_by = $10",
+    )
+    .bind(ItemStatus::of_prediction(p).as_str())
+    .bind(i64::try_from(p.class_index).unwrap_or(i64::MAX))
+    .bind(f64::from(p.confidence))
+    .bind(probabilities)
+    .bind(&item.model_version)
+    .bind(worker_id)
+    .bind(&item.job_id)
+    .bind(item.seq)
+    .bind(ItemStatus::Pending.as_str())
+    .bind(worker_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(done)
+}
+
+fn job_spec(row: &AnyRow) -> Result<(NewJob, i64), StoreError> {
+    let id: String = row.try_get("id")?;
+    let malformed = |what: &'static str, reason: String| StoreError::MalformedJob {
+        job_id: id.clone(),
+        what,
+        reason,
+    };
+    let names: String = row.try_get("class_names")?;
+    let class_names =
+        serde_json::from_str(&names).map_err(|e| malformed("class_names", e.to_string()))?;
+    let side = |column: &'static str| -> Result<u32, StoreError> {
+        let v: i64 = row.try_get(column)?;
+        u32::try_from(v).map_err(|e| malformed(column, e.to_string()))
+    };
+    let spec = NewJob {
+        name: row.try_get("name")?,
+        auto_accept_threshold: row
+            .try_get::<Option<f64>, _>("auto_accept_threshold")?
+            .map(|t| t as f32),
+        input_width: side("input_width")?,
+        input_height: side("input_height")?,
+        class_names,
+    };
+    Ok((spec, row.try_get("created_at")?))
+}
+
+fn status(row: &AnyRow, job_id: &str) -> Result<ItemStatus, StoreError> {
+    let name: String = row.try_get("status")?;
+    ItemStatus::parse(&name).ok_or_else(|| StoreError::MalformedJob {
+        job_id: job_id.to_string(),
+        what: "item status",
+        reason: format!("`{name}` is not a status"),
+    })
+}
+
+fn class(row: &AnyRow, column: &'static str, job_id: &str) -> Result<Option<u32>, StoreError> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|c| {
+            u32::try_from(c).map_err(|e| StoreError::MalformedJob {
+                job_id: job_id.to_string(),
+                what: column,
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+fn item(row: &AnyRow, job_id: &str) -> Result<JobItem, StoreError> {
+    let probabilities = row
+        .try_get::<Option<Vec<u8>>, _>("probabilities")?
+        .unwrap_or_default()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(JobItem {
+        client_id: row.try_get("client_id")?,
+        status: status(row, job_id)?,
+        predicted_class: class(row, "predicted_class", job_id)?,
+        confidence: row.try_get::<Option<f64>, _>("confidence")?.unwrap_or(0.0) as f32,
+        probabilities,
+        model_version: row
+            .try_get::<Option<String>, _>("model_version")?
+            .unwrap_or_default(),
+        human_class: class(row, "human_class", job_id)?,
+    })
+}
+
+fn claimed_item(row: &AnyRow) -> Result<ClaimedItem, StoreError> {
+    let job_id: String = row.try_get("job_id")?;
+    let side = |column: &'static str| -> Result<usize, StoreError> {
+        let v: i64 = row.try_get(column)?;
+        usize::try_from(v).map_err(|e| StoreError::MalformedJob {
+            job_id: job_id.clone(),
+            what: column,
+            reason: e.to_string(),
+        })
+    };
+    Ok(ClaimedItem {
+        seq: row.try_get("seq")?,
+        auto_accept_threshold: row
+            .try_get::<Option<f64>, _>("auto_accept_threshold")?
+            .map(|t| t as f32),
+        image_size: side("input_width")? * side("input_height")?,
+        pixels: row.try_get("pixels")?,
+        job_id,
+    })
+}

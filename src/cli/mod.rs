@@ -390,6 +390,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_image_side: args.max_image_side,
         max_decode_bytes: (args.max_decode_mib as u64) << 20,
         shutdown_grace: seconds(args.shutdown_grace_secs, "--shutdown-grace-secs")?,
+        jobs: crate::service::JobWorkerConfig::default(),
     };
     runtime()?.block_on(async move {
         let stop = shutdown_signal();

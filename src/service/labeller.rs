@@ -25,7 +25,7 @@ const IMAGE_WORK_NICE_INCREMENT: i32 = 10;
 /// Lowers the calling blocking-pool thread's CPU priority by [`IMAGE_WORK_NICE_INCREMENT`],
 /// once per thread (Linux nice values are per thread; an unprivileged thread cannot raise its
 /// own back, so the thread keeps it for whatever blocking work it runs later).
-fn lower_priority_for_image_work() {
+pub(super) fn lower_priority_for_image_work() {
     thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
     LOWERED.with(|lowered| {
         if !lowered.replace(true) {
@@ -50,7 +50,7 @@ pub struct LabellerService {
 }
 
 /// Takes `bytes` (rounded up to KiB) of the decode budget, or refuses the call naming it.
-fn reserve(
+pub(super) fn reserve(
     budget: &Arc<Semaphore>,
     bytes: u64,
     rules: &ImageRules,

@@ -4,21 +4,29 @@
 //! [`Application::start`] begins serving with the `Labeller` health status `NOT_SERVING`;
 //! [`Running::warm_up`] runs the model once and flips it to `SERVING`; the shutdown future
 //! flips it back to `NOT_SERVING`, stops accepting, and lets in-flight calls finish within
-//! the grace period.
+//! the grace period. Serving from the registry, the server also answers `LabelJobs` and runs a
+//! worker that labels the jobs' pending items (health name `aelabel.v1.LabelJobs`, `SERVING`
+//! while the database answers).
 
 pub mod codec;
 mod codes;
 pub mod convert;
+pub mod job_convert;
+mod job_worker;
+mod jobs;
 mod labeller;
 pub mod metrics;
 mod reload;
 
+pub use job_worker::JobWorkerConfig;
+pub use jobs::LabelJobsService;
 pub use labeller::LabellerService;
 
 use crate::data::ImageLimits;
 use crate::inference::{Engine, EngineConfig, EngineError, EngineHandle};
 use crate::model::{CheckpointError, Model};
 use crate::store::{Store, StoreError};
+use crate::wire::label_jobs_server::LabelJobsServer;
 use crate::wire::labeller_server::LabellerServer;
 use convert::ImageRules;
 use metrics::Metrics;
@@ -28,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -75,6 +83,8 @@ pub struct ServeConfig {
     pub max_decode_bytes: u64,
     /// How long in-flight calls may run on after shutdown starts.
     pub shutdown_grace: Duration,
+    /// How the label-job worker claims work (used when serving from the registry).
+    pub jobs: JobWorkerConfig,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -265,6 +275,23 @@ impl Application {
         ))
         .max_decoding_message_size(self.config.max_message_bytes)
         .max_encoding_message_size(self.config.max_message_bytes);
+        // Label jobs live in the registry's database: only a registry-backed server has them.
+        let work = Arc::new(Notify::new());
+        let label_jobs = self.store.clone().map(|store| {
+            LabelJobsServer::new(LabelJobsService::new(
+                store,
+                self.engine.clone(),
+                rules,
+                work.clone(),
+            ))
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes)
+        });
+        if label_jobs.is_some() {
+            reporter
+                .set_service_status(job_worker::SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+        }
 
         let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
@@ -274,6 +301,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(labeller)
+            .add_optional_service(label_jobs)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = grpc_stopped.await;
             });
@@ -334,6 +362,14 @@ impl Application {
             ModelSource::Registry { poll, .. } => *poll,
             ModelSource::File(_) => DEFAULT_POLL,
         };
+        let worker = self.store.clone().map(|store| job_worker::JobWorker {
+            store,
+            engine: self.engine.clone(),
+            config: self.config.jobs,
+            work,
+            reporter: reporter.clone(),
+            stopping: stopping.clone(),
+        });
         let follower = reload::Follower {
             handle: self.engine.clone(),
             store: self.store,
@@ -348,6 +384,7 @@ impl Application {
             reporter,
             task,
             follower: std::sync::Mutex::new(Some(follower)),
+            worker: std::sync::Mutex::new(worker),
         })
     }
 }
@@ -369,6 +406,7 @@ pub struct Running {
     reporter: HealthReporter,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     follower: std::sync::Mutex<Option<reload::Follower>>,
+    worker: std::sync::Mutex<Option<job_worker::JobWorker>>,
 }
 
 impl Running {
@@ -389,6 +427,14 @@ impl Running {
             .take();
         if let Some(follower) = follower {
             tokio::spawn(follower.run());
+        }
+        let worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(worker) = worker {
+            tokio::spawn(worker.run());
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use aelabel::inference::EngineConfig;
 use aelabel::pipeline::{run, PipelineConfig};
-use aelabel::service::{Application, ModelSource, Running, ServeConfig};
+use aelabel::service::{Application, JobWorkerConfig, ModelSource, Running, ServeConfig};
 use aelabel::train::Silent;
 use aelabel::wire::labeller_client::LabellerClient;
 use std::net::SocketAddr;
@@ -88,6 +88,7 @@ pub fn config() -> ServeConfig {
         max_image_side: 1024,
         max_decode_bytes: 256 << 20,
         shutdown_grace: Duration::from_secs(5),
+        jobs: JobWorkerConfig::default(),
     }
 }
 

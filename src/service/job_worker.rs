@@ -1,0 +1,162 @@
+//! The label-job worker: claims pending items in large batches, labels them with the model
+//! serving at that moment, and records the predictions. Several servers on one Postgres run
+//! one worker each and share the work through the store's claims; a worker that dies leaves
+//! claims that expire and are taken over.
+
+use crate::inference::{EngineError, EngineHandle, ImageBatch};
+use crate::jobs::{ClaimedItem, LabelledItem};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// How the worker takes its share of the labelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobWorkerConfig {
+    /// Items claimed (and labelled) at once.
+    pub claim_batch: usize,
+    /// How long a claim holds before another worker may take the items over.
+    pub lease: Duration,
+    /// How often to look for pending items without being woken (images added through
+    /// another server).
+    pub poll: Duration,
+}
+
+impl Default for JobWorkerConfig {
+    fn default() -> Self {
+        Self {
+            claim_batch: 1024,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why a round of work stopped.
+#[derive(Debug, thiserror::Error)]
+enum WorkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The worker of one server.
+pub(crate) struct JobWorker {
+    /// Where jobs live.
+    pub store: Store,
+    /// The model serving now.
+    pub engine: Arc<EngineHandle>,
+    /// Batch, lease and poll settings.
+    pub config: JobWorkerConfig,
+    /// Woken when images are added through this server.
+    pub work: Arc<Notify>,
+    /// Health of the LabelJobs service follows the database.
+    pub reporter: HealthReporter,
+    /// Turns true when shutdown begins.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// The health service name of `LabelJobs`.
+pub(crate) const SERVICE_NAME: &str = "aelabel.v1.LabelJobs";
+
+impl JobWorker {
+    /// Works until shutdown begins.
+    pub(crate) async fn run(mut self) {
+        let id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let mut database_up = None;
+        loop {
+            let round = self.drain(&id).await;
+            let up = !matches!(round, Err(WorkError::Store(_)));
+            if database_up != Some(up) {
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                self.reporter.set_service_status(SERVICE_NAME, status).await;
+                database_up = Some(up);
+            }
+            if let Err(e) = round {
+                tracing::warn!(error = %e, "label jobs: a round of labelling failed; retrying");
+            }
+            tokio::select! {
+                changed = self.stopping.changed() => {
+                    if changed.is_err() || *self.stopping.borrow() {
+                        break;
+                    }
+                }
+                _ = self.work.notified() => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+        self.reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+    }
+
+    /// Claims, labels and records until nothing is pending.
+    async fn drain(&self, worker_id: &str) -> Result<(), WorkError> {
+        loop {
+            if *self.stopping.borrow() {
+                return Ok(());
+            }
+            let claimed = self
+                .store
+                .claim_pending(worker_id, self.config.claim_batch, self.config.lease)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(());
+            }
+            let labelled = self.label(claimed).await?;
+            let recorded = self.store.record_predictions(worker_id, &labelled).await?;
+            tracing::debug!(recorded, "label jobs: recorded predictions");
+        }
+    }
+
+    /// Labels claimed items with the engine serving now, one run of equal job settings at a
+    /// time. Items of a job whose image size the model does not take are left to their claim's
+    /// expiry (a later model may take them).
+    async fn label(&self, claimed: Vec<ClaimedItem>) -> Result<Vec<LabelledItem>, WorkError> {
+        let engine = self.engine.current();
+        let version = engine.meta().version.clone();
+        let mut labelled = Vec::with_capacity(claimed.len());
+        let runs = claimed.chunk_by(|a, b| {
+            a.job_id == b.job_id && a.auto_accept_threshold == b.auto_accept_threshold
+        });
+        for run in runs {
+            let first = &run[0];
+            if first.image_size != engine.image_size() {
+                tracing::warn!(
+                    job = %first.job_id,
+                    "label jobs: the job's images are not the serving model's input size; left pending"
+                );
+                continue;
+            }
+            let threshold = first
+                .auto_accept_threshold
+                .unwrap_or(engine.meta().auto_accept_threshold);
+            for chunk in run.chunks(engine.max_batch()) {
+                let pixels = chunk
+                    .iter()
+                    .flat_map(|i| i.pixels.iter().copied())
+                    .collect();
+                let Some(images) = ImageBatch::new(pixels, first.image_size) else {
+                    continue;
+                };
+                let predictions = engine.label(images, threshold)?.await?;
+                labelled.extend(chunk.iter().zip(predictions).map(|(item, prediction)| {
+                    LabelledItem {
+                        job_id: item.job_id.clone(),
+                        seq: item.seq,
+                        prediction,
+                        model_version: version.clone(),
+                    }
+                }));
+            }
+        }
+        Ok(labelled)
+    }
+}

@@ -1,0 +1,266 @@
+//! The `aelabel.v1.LabelJobs` service: durable label jobs over the store. Handlers parse the
+//! request, call one store function and map the answer; the labelling itself happens in the
+//! background worker ([`super::job_worker`]).
+
+use super::convert::{self, ImageRules};
+use super::job_convert as wire;
+use super::labeller::{lower_priority_for_image_work, reserve};
+use crate::inference::EngineHandle;
+use crate::jobs::{Added, NewImage, NewJob};
+use crate::store::Store;
+use crate::wire::label_jobs_server::LabelJobs;
+use crate::wire::{self as pb};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Items read from the database per export page.
+const EXPORT_PAGE: usize = 1000;
+
+/// State shared by every call.
+pub struct LabelJobsService {
+    store: Store,
+    engine: Arc<EngineHandle>,
+    rules: ImageRules,
+    decode_budget: Arc<Semaphore>,
+    work: Arc<Notify>,
+}
+
+impl LabelJobsService {
+    /// A service over `store`; new jobs take the input size and classes of the model serving
+    /// at creation; `work` wakes the worker when images arrive. `rules` gives the limits (its
+    /// width and height are replaced by each job's).
+    pub fn new(
+        store: Store,
+        engine: Arc<EngineHandle>,
+        rules: ImageRules,
+        work: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            rules,
+            decode_budget: Arc::new(Semaphore::new(
+                usize::try_from(rules.decode_budget.div_ceil(1024))
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            work,
+        }
+    }
+
+    /// Parses one message's images at the job's input size, off the reactor, and hashes them.
+    async fn parse(
+        &self,
+        images: Vec<pb::Image>,
+        rules: ImageRules,
+    ) -> Result<Vec<NewImage>, Status> {
+        if let Some(i) = images.iter().position(|image| image.id.is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "images[{i}].id: image {i} has no id; every image of a job needs one, unique within the job"
+            )));
+        }
+        let budget = self.decode_budget.clone();
+        tokio::task::spawn_blocking(move || {
+            lower_priority_for_image_work();
+            let _held = reserve(&budget, convert::decode_cost(&images, &rules), &rules)?;
+            let parsed = convert::parse_images(images, &rules)?;
+            let size = parsed.images.image_size();
+            Ok(parsed
+                .ids
+                .into_iter()
+                .zip(parsed.images.pixels().chunks_exact(size))
+                .map(|(id, pixels)| NewImage::new(id, pixels.to_vec()))
+                .collect())
+        })
+        .await
+        .map_err(|_| Status::internal("image decoding stopped unexpectedly"))?
+    }
+}
+
+type ExportStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ExportedLabel, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LabelJobs for LabelJobsService {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        if request.name.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "name: required; give the job a name people recognise",
+            ));
+        }
+        let threshold = wire::auto_accept_threshold(request.auto_accept_threshold)?;
+        let engine = self.engine.current();
+        let meta = engine.meta();
+        let spec = NewJob {
+            name: request.name,
+            auto_accept_threshold: threshold,
+            input_width: meta.input_width as u32,
+            input_height: meta.input_height as u32,
+            class_names: meta.class_names.clone(),
+        };
+        let job = self
+            .store
+            .create_job(&spec)
+            .await
+            .map_err(|e| wire::store_status(e, "class"))?;
+        tracing::info!(job = %job.id, name = %job.spec.name, "label job created");
+        Ok(Response::new(wire::job(job)))
+    }
+
+    async fn add_images(
+        &self,
+        request: Request<Streaming<pb::AddImagesRequest>>,
+    ) -> Result<Response<pb::AddImagesResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut job_id = String::new();
+        let mut rules = self.rules;
+        let mut total = Added::default();
+        while let Some(message) = stream.message().await? {
+            if job_id.is_empty() {
+                job_id = wire::required("job_id", &message.job_id)?.to_string();
+                let spec = self
+                    .store
+                    .job_spec(&job_id)
+                    .await
+                    .map_err(|e| wire::store_status(e, "class"))?;
+                rules.width = spec.input_width;
+                rules.height = spec.input_height;
+            } else if !message.job_id.is_empty() && message.job_id != job_id {
+                return Err(Status::invalid_argument(format!(
+                    "job_id: `{}` differs from the stream's first message (`{job_id}`); use one stream per job",
+                    message.job_id
+                )));
+            }
+            if message.images.is_empty() {
+                continue;
+            }
+            let images = self.parse(message.images, rules).await?;
+            let added = self
+                .store
+                .add_images(&job_id, &images)
+                .await
+                .map_err(|e| wire::store_status(e, "class"))?;
+            total.added += added.added;
+            total.duplicates += added.duplicates;
+            if added.added > 0 {
+                self.work.notify_one();
+            }
+        }
+        wire::required("job_id", &job_id)?;
+        Ok(Response::new(pb::AddImagesResponse {
+            added: total.added,
+            duplicates: total.duplicates,
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        let job_id = wire::required("job_id", &request.job_id)?;
+        let job = self
+            .store
+            .job(job_id)
+            .await
+            .map_err(|e| wire::store_status(e, "class"))?;
+        Ok(Response::new(wire::job(job)))
+    }
+
+    async fn list_items(
+        &self,
+        request: Request<pb::ListItemsRequest>,
+    ) -> Result<Response<pb::ListItemsResponse>, Status> {
+        let request = request.into_inner();
+        let job_id = wire::required("job_id", &request.job_id)?;
+        let status = wire::item_status(request.status)?;
+        let page_size = wire::page_size(request.page_size)?;
+        let after = wire::cursor(&request.cursor)?;
+        let failed = |e| wire::store_status(e, "class");
+        let spec = self.store.job_spec(job_id).await.map_err(failed)?;
+        let (items, next) = self
+            .store
+            .list_items(job_id, status, after, page_size)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::ListItemsResponse {
+            items: items
+                .into_iter()
+                .map(|i| wire::item(i, &spec.class_names))
+                .collect(),
+            next_cursor: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn submit_review(
+        &self,
+        request: Request<pb::SubmitReviewRequest>,
+    ) -> Result<Response<pb::Item>, Status> {
+        let request = request.into_inner();
+        let job_id = wire::required("job_id", &request.job_id)?;
+        let item_id = wire::required("item_id", &request.item_id)?;
+        let (class, field) = wire::review_class(request.class)?;
+        let spec = self
+            .store
+            .job_spec(job_id)
+            .await
+            .map_err(|e| wire::store_status(e, field))?;
+        let item = self
+            .store
+            .submit_review(job_id, item_id, &class)
+            .await
+            .map_err(|e| wire::store_status(e, field))?;
+        Ok(Response::new(wire::item(item, &spec.class_names)))
+    }
+
+    type ExportLabelsStream = ExportStream;
+
+    async fn export_labels(
+        &self,
+        request: Request<pb::ExportLabelsRequest>,
+    ) -> Result<Response<Self::ExportLabelsStream>, Status> {
+        let request = request.into_inner();
+        let job_id = wire::required("job_id", &request.job_id)?.to_string();
+        let spec = self
+            .store
+            .job_spec(&job_id)
+            .await
+            .map_err(|e| wire::store_status(e, "class"))?;
+        let store = self.store.clone();
+        // A small channel: a slow reader holds the export back instead of filling memory.
+        let (tx, rx) = mpsc::channel(2 * EXPORT_PAGE);
+        tokio::spawn(async move {
+            let mut after = 0;
+            loop {
+                let page = match store.export_page(&job_id, after, EXPORT_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(wire::store_status(e, "class"))).await;
+                        return;
+                    }
+                };
+                let Some((last, _)) = page.last() else {
+                    return;
+                };
+                after = *last;
+                for (_, item) in page {
+                    if tx
+                        .send(Ok(wire::exported(item, &spec.class_names)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,408 @@
+//! Durable label jobs on a real registry-backed server, on SQLite and on Postgres: images are
+//! added idempotently, the worker labels them in the background, reviews win on export, bad ids
+//! and classes are refused with the right codes, and two servers on one Postgres share a job
+//! without labelling an item twice.
+
+mod common;
+
+use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
+use aelabel::store::{NewModel, Store};
+use aelabel::wire as pb;
+use aelabel::wire::label_jobs_client::LabelJobsClient;
+use common::db::TestDb;
+use common::eventually;
+use common::server::{config, model_path, raw_image, test_images, TestServer};
+use sqlx::Row;
+use std::collections::HashSet;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// How long a job of a few thousand images may take to be labelled.
+const LABELLED_DEADLINE: Duration = Duration::from_secs(60);
+/// Images per AddImages message.
+const CHUNK: usize = 100;
+/// The threshold the test jobs set.
+const THRESHOLD: f32 = 0.8;
+
+/// A registry at `url` with the test model registered (and so active); its version.
+async fn registry(url: &str) -> String {
+    let store = Store::connect(url).await.unwrap();
+    let path = model_path();
+    let (model, sha256) = aelabel::model::Model::load_with_sha256(path).unwrap();
+    let record = NewModel::from_checkpoint(&model.meta, path.to_path_buf(), sha256);
+    store.register_model(&record).await.unwrap();
+    store.close().await;
+    record.version
+}
+
+async fn registry_server(url: &str, jobs: JobWorkerConfig) -> TestServer {
+    TestServer::start(
+        ServeConfig {
+            model: ModelSource::Registry {
+                database_url: url.to_string(),
+                poll: Duration::from_secs(1),
+            },
+            jobs,
+            ..config()
+        },
+        true,
+    )
+    .await
+}
+
+async fn jobs_client(server: &TestServer) -> LabelJobsClient<Channel> {
+    LabelJobsClient::new(server.channel().await)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+/// The AddImages messages for images `range` of `pixels`, `id-{i}` ids, [`CHUNK`] a message.
+fn messages(
+    job_id: &str,
+    pixels: &[u8],
+    range: std::ops::Range<usize>,
+) -> Vec<pb::AddImagesRequest> {
+    let ids: Vec<usize> = range.collect();
+    ids.chunks(CHUNK)
+        .map(|chunk| pb::AddImagesRequest {
+            job_id: job_id.to_string(),
+            images: chunk
+                .iter()
+                .map(|&i| raw_image(&format!("id-{i}"), &pixels[i * 784..(i + 1) * 784]))
+                .collect(),
+        })
+        .collect()
+}
+
+async fn add(
+    client: &mut LabelJobsClient<Channel>,
+    messages: Vec<pb::AddImagesRequest>,
+) -> Result<pb::AddImagesResponse, tonic::Status> {
+    client
+        .add_images(tokio_stream::iter(messages))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn get_job(
+    client: &mut LabelJobsClient<Channel>,
+    job_id: &str,
+) -> Result<pb::Job, tonic::Status> {
+    client
+        .get_job(pb::GetJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Waits until no item of the job is pending; returns the job then.
+async fn labelled(client: &LabelJobsClient<Channel>, job_id: &str) -> pb::Job {
+    eventually(LABELLED_DEADLINE, "every item to be labelled", || {
+        let mut client = client.clone();
+        async move {
+            let job = get_job(&mut client, job_id).await.unwrap();
+            (job.counts.unwrap_or_default().pending == 0).then_some(job)
+        }
+    })
+    .await
+}
+
+/// Every item of `status`, a page of `page_size` at a time.
+async fn all_items(
+    client: &mut LabelJobsClient<Channel>,
+    job_id: &str,
+    status: pb::ItemStatus,
+    page_size: u32,
+) -> (Vec<pb::Item>, usize) {
+    let (mut items, mut pages, mut cursor) = (Vec::new(), 0, String::new());
+    loop {
+        let page = client
+            .list_items(pb::ListItemsRequest {
+                job_id: job_id.to_string(),
+                status: status as i32,
+                page_size,
+                cursor,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.items.len() <= page_size as usize);
+        pages += 1;
+        items.extend(page.items);
+        if page.next_cursor.is_empty() {
+            return (items, pages);
+        }
+        cursor = page.next_cursor;
+    }
+}
+
+async fn export(client: &mut LabelJobsClient<Channel>, job_id: &str) -> Vec<pb::ExportedLabel> {
+    let mut stream = client
+        .export_labels(pb::ExportLabelsRequest {
+            job_id: job_id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(row) = stream.message().await.unwrap() {
+        rows.push(row);
+    }
+    rows
+}
+
+async fn review(
+    client: &mut LabelJobsClient<Channel>,
+    job_id: &str,
+    item_id: &str,
+    class: pb::submit_review_request::Class,
+) -> Result<pb::Item, tonic::Status> {
+    client
+        .submit_review(pb::SubmitReviewRequest {
+            job_id: job_id.to_string(),
+            item_id: item_id.to_string(),
+            class: Some(class),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// One scalar from the job database.
+async fn count(url: &str, sql: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let n = sqlx::query(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get::<i64, _>(0);
+    pool.close().await;
+    n
+}
+
+/// The whole life of a job on the database at `url`.
+async fn job_lifecycle(db: TestDb) {
+    let version = registry(&db.url).await;
+    let server = registry_server(&db.url, JobWorkerConfig::default()).await;
+    let mut client = jobs_client(&server).await;
+    let job = client
+        .create_job(pb::CreateJobRequest {
+            name: "fashion".into(),
+            auto_accept_threshold: Some(THRESHOLD),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.class_names.len(), 10);
+    assert_eq!(job.auto_accept_threshold, Some(THRESHOLD));
+    let names = job.class_names.clone();
+    let id = job.id.clone();
+
+    let (pixels, _) = test_images(500);
+    let first = add(&mut client, messages(&id, &pixels, 0..500))
+        .await
+        .unwrap();
+    assert_eq!((first.added, first.duplicates), (500, 0));
+    let again = add(&mut client, messages(&id, &pixels, 0..500))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.added, again.duplicates),
+        (0, 500),
+        "re-sending is idempotent"
+    );
+
+    let job = labelled(&client, &id).await;
+    let counts = job.counts.unwrap();
+    assert_eq!(counts.total, 500);
+    assert_eq!(counts.auto_accepted + counts.needs_review, 500);
+    assert!(
+        counts.needs_review > 0 && counts.auto_accepted > 0,
+        "{counts:?}"
+    );
+    assert_eq!(job.model_versions, vec![version.clone()]);
+
+    let (review_queue, pages) = all_items(&mut client, &id, pb::ItemStatus::NeedsReview, 37).await;
+    assert_eq!(review_queue.len() as u64, counts.needs_review);
+    assert_eq!(pages, review_queue.len().div_ceil(37), "no empty last page");
+    let unique: HashSet<_> = review_queue.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(unique.len(), review_queue.len(), "each item exactly once");
+    assert!(review_queue
+        .windows(2)
+        .all(|w| w[0].confidence <= w[1].confidence));
+    assert!(review_queue.iter().all(|i| i.confidence < THRESHOLD
+        && i.predicted_class.is_some()
+        && i.probabilities.len() == 10
+        && i.model_version == version));
+    let (accepted, _) = all_items(&mut client, &id, pb::ItemStatus::AutoAccepted, 1000).await;
+    assert_eq!(accepted.len() as u64, counts.auto_accepted);
+    assert!(accepted.iter().all(|i| i.confidence >= THRESHOLD));
+
+    use pb::submit_review_request::Class;
+    let (a, b) = (&review_queue[0], &review_queue[1]);
+    let by_name = review(&mut client, &id, &a.id, Class::ClassName(names[3].clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (by_name.human_class, by_name.human_name.as_str()),
+        (Some(3), names[3].as_str())
+    );
+    assert_eq!(by_name.status, pb::ItemStatus::Reviewed as i32);
+    let by_index = review(&mut client, &id, &b.id, Class::ClassIndex(5))
+        .await
+        .unwrap();
+    assert_eq!(by_index.human_name, names[5]);
+    let counts = get_job(&mut client, &id).await.unwrap().counts.unwrap();
+    assert_eq!(
+        (counts.reviewed, counts.needs_review),
+        (2, review_queue.len() as u64 - 2)
+    );
+
+    let rows = export(&mut client, &id).await;
+    let expected_ids: Vec<String> = (0..500).map(|i| format!("id-{i}")).collect();
+    assert_eq!(
+        rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        expected_ids
+    );
+    for row in &rows {
+        let (source, class) = if row.id == a.id {
+            ("human", names[3].as_str())
+        } else if row.id == b.id {
+            ("human", names[5].as_str())
+        } else if row.confidence >= THRESHOLD {
+            ("auto", row.class_name.as_str())
+        } else {
+            ("pending_review", row.class_name.as_str())
+        };
+        assert_eq!(
+            (row.source.as_str(), row.class_name.as_str()),
+            (source, class),
+            "{row:?}"
+        );
+        assert_eq!(row.model_version, version);
+        assert!(!row.class_name.is_empty());
+    }
+
+    // Equal pixels under a new id: a new item, the image stored once.
+    let images_before = count(&db.url, "SELECT COUNT(*) FROM job_images").await;
+    let copy = pb::AddImagesRequest {
+        job_id: id.clone(),
+        images: vec![raw_image("copy-of-0", &pixels[..784])],
+    };
+    let added = add(&mut client, vec![copy]).await.unwrap();
+    assert_eq!((added.added, added.duplicates), (1, 0));
+    assert_eq!(
+        count(&db.url, "SELECT COUNT(*) FROM job_images").await,
+        images_before
+    );
+
+    refusals(&mut client, &id, &a.id).await;
+    server.shutdown().await;
+}
+
+/// Unknown ids are NOT_FOUND, bad classes and requests INVALID_ARGUMENT naming the field.
+async fn refusals(client: &mut LabelJobsClient<Channel>, job_id: &str, item_id: &str) {
+    use pb::submit_review_request::Class;
+    fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Status {
+        r.unwrap_err()
+    }
+    let e = code(get_job(client, "no-such-job").await);
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().starts_with("job_id:"), "{e:?}");
+    let e = code(review(client, "no-such-job", item_id, Class::ClassIndex(0)).await);
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = code(review(client, job_id, "no-such-item", Class::ClassIndex(0)).await);
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().starts_with("item_id:"), "{e:?}");
+    let e = code(review(client, job_id, item_id, Class::ClassName("unicorn".into())).await);
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("class_name:"), "{e:?}");
+    let e = code(review(client, job_id, item_id, Class::ClassIndex(10)).await);
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("class_index:"), "{e:?}");
+    let e = code(
+        client
+            .list_items(pb::ListItemsRequest {
+                job_id: job_id.to_string(),
+                status: pb::ItemStatus::Unspecified as i32,
+                page_size: 10,
+                cursor: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("status:"), "{e:?}");
+    let no_id = pb::AddImagesRequest {
+        job_id: job_id.to_string(),
+        images: vec![raw_image("", &[0; 784])],
+    };
+    let e = add(client, vec![no_id]).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("images[0].id:"), "{e:?}");
+    let e = add(client, messages("no-such-job", &[0; 784], 0..1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_is_labelled_reviewed_and_exported_on_sqlite() {
+    job_lifecycle(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_is_labelled_reviewed_and_exported_on_postgres() {
+    job_lifecycle(TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_postgres_share_a_job_without_labelling_an_item_twice() {
+    const IMAGES: usize = 3000;
+    let db = TestDb::postgres().await;
+    registry(&db.url).await;
+    // Small claims and a short poll, so that both workers take part in a job this size.
+    let jobs = JobWorkerConfig {
+        claim_batch: 64,
+        lease: Duration::from_secs(60),
+        poll: Duration::from_millis(20),
+    };
+    let (a, b) = (
+        registry_server(&db.url, jobs).await,
+        registry_server(&db.url, jobs).await,
+    );
+    let (mut client_a, mut client_b) = (jobs_client(&a).await, jobs_client(&b).await);
+    let id = client_a
+        .create_job(pb::CreateJobRequest {
+            name: "shared".into(),
+            auto_accept_threshold: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let (pixels, _) = test_images(IMAGES);
+    // Half the images through each server, at once: both workers are woken.
+    let (added_a, added_b) = tokio::join!(
+        add(&mut client_a, messages(&id, &pixels, 0..IMAGES / 2)),
+        add(&mut client_b, messages(&id, &pixels, IMAGES / 2..IMAGES)),
+    );
+    assert_eq!(
+        added_a.unwrap().added + added_b.unwrap().added,
+        IMAGES as u64
+    );
+    let job = labelled(&client_b, &id).await;
+    let counts = job.counts.unwrap();
+    assert_eq!(counts.auto_accepted + counts.needs_review, IMAGES as u64);
+
+    let twice = count(&db.url, "SELECT COUNT(*) FROM items WHERE labellings <> 1").await;
+    assert_eq!(twice, 0, "every item is labelled exactly once");
+    let workers = count(
+        &db.url,
+        "SELECT COUNT(DISTINCT labelled_by) FROM items WHERE labelled_by IS NOT NULL",
+    )
+    .await;
+    assert_eq!(workers, 2, "both servers labelled some items");
+    a.shutdown().await;
+    b.shutdown().await;
+}

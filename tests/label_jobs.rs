@@ -11,11 +11,14 @@ use aelabel::wire as pb;
 use aelabel::wire::label_jobs_client::LabelJobsClient;
 use common::db::TestDb;
 use common::eventually;
+use common::proxy::TcpProxy;
 use common::server::{config, model_path, raw_image, test_images, TestServer};
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 /// How long a job of a few thousand images may take to be labelled.
 const LABELLED_DEADLINE: Duration = Duration::from_secs(60);
@@ -405,4 +408,85 @@ async fn two_servers_on_one_postgres_share_a_job_without_labelling_an_item_twice
     assert_eq!(workers, 2, "both servers labelled some items");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The health status `server` reports for `service`.
+async fn health(server: &TestServer, service: &str) -> i32 {
+    let mut health = HealthClient::new(server.channel().await);
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    health.check(request).await.unwrap().into_inner().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps_serving() {
+    const JOBS: &str = "aelabel.v1.LabelJobs";
+    let db = TestDb::postgres().await;
+    registry(&db.url).await;
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let server = registry_server(&db.url_via(proxy.addr), JobWorkerConfig::default()).await;
+    let mut client = jobs_client(&server).await;
+    let id = client
+        .create_job(pb::CreateJobRequest {
+            name: "outage".into(),
+            auto_accept_threshold: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let (pixels, _) = test_images(50);
+    add(&mut client, messages(&id, &pixels, 0..50))
+        .await
+        .unwrap();
+    labelled(&client, &id).await;
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(health(&server, JOBS).await, serving);
+
+    proxy.cut();
+    let e = get_job(&mut client, &id).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("label jobs are unavailable"), "{e:?}");
+    eventually(
+        Duration::from_secs(15),
+        "LabelJobs to report NOT_SERVING",
+        || async {
+            (health(&server, JOBS).await == ServingStatus::NotServing as i32).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(health(&server, "aelabel.v1.Labeller").await, serving);
+    let label = pb::LabelRequest {
+        images: vec![raw_image("x", &pixels[..784])],
+        review_threshold: None,
+    };
+    let answer = server
+        .client()
+        .await
+        .label(label)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.predictions.len(),
+        1,
+        "the Labeller answers without the database"
+    );
+
+    proxy.restore();
+    let job = eventually(Duration::from_secs(15), "LabelJobs to answer again", || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move { get_job(&mut client, &id).await.ok() }
+    })
+    .await;
+    assert_eq!(job.counts.unwrap().total, 50);
+    eventually(
+        Duration::from_secs(15),
+        "LabelJobs to report SERVING",
+        || async { (health(&server, JOBS).await == serving).then_some(()) },
+    )
+    .await;
+    server.shutdown().await;
 }

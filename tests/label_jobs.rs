@@ -490,3 +490,86 @@ async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps
     .await;
     server.shutdown().await;
 }
+
+/// A worker that claimed items and died: once its lease expires another worker takes them,
+/// and the dead worker's late answer is not recorded.
+async fn expired_claims_are_taken_over(db: TestDb) {
+    use aelabel::inference::Prediction;
+    use aelabel::jobs::{LabelledItem, NewImage, NewJob};
+    let store = Store::connect(&db.url).await.unwrap();
+    let job = store
+        .create_job(&NewJob {
+            name: "lease".into(),
+            auto_accept_threshold: Some(0.5),
+            input_width: 2,
+            input_height: 2,
+            class_names: vec!["a".into(), "b".into()],
+        })
+        .await
+        .unwrap();
+    let images: Vec<NewImage> = (0..5u8)
+        .map(|i| NewImage::new(format!("img-{i}"), vec![i; 4]))
+        .collect();
+    store.add_images(&job.id, &images).await.unwrap();
+    let dead = store
+        .claim_pending("dead", 10, Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 5);
+    let alive = eventually(Duration::from_secs(5), "the lease to expire", || async {
+        let claimed = store
+            .claim_pending("alive", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        (!claimed.is_empty()).then_some(claimed)
+    })
+    .await;
+    assert_eq!(alive.len(), 5, "every expired claim is taken over");
+    let answer = |items: &[aelabel::jobs::ClaimedItem]| -> Vec<LabelledItem> {
+        items
+            .iter()
+            .map(|c| LabelledItem {
+                job_id: c.job_id.clone(),
+                seq: c.seq,
+                prediction: Prediction::new(vec![0.3, 0.7], &["a".into(), "b".into()], 0.5),
+                model_version: "v".into(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        store
+            .record_predictions("dead", &answer(&dead))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .record_predictions("alive", &answer(&alive))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .record_predictions("alive", &answer(&alive))
+            .await
+            .unwrap(),
+        0
+    );
+    let job = store.job(&job.id).await.unwrap();
+    assert_eq!((job.counts.total, job.counts.auto_accepted), (5, 5));
+    let twice = count(&db.url, "SELECT COUNT(*) FROM items WHERE labellings <> 1").await;
+    assert_eq!(twice, 0);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_claims_are_taken_over_on_sqlite() {
+    expired_claims_are_taken_over(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_claims_are_taken_over_on_postgres() {
+    expired_claims_are_taken_over(TestDb::postgres().await).await;
+}

@@ -573,3 +573,43 @@ async fn expired_claims_are_taken_over_on_sqlite() {
 async fn expired_claims_are_taken_over_on_postgres() {
     expired_claims_are_taken_over(TestDb::postgres().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reflection_describes_label_jobs_and_health_reports_it() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let db = TestDb::sqlite();
+    registry(&db.url).await;
+    let server = registry_server(&db.url, JobWorkerConfig::default()).await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "aelabel.v1.LabelJobs".into(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no descriptor for aelabel.v1.LabelJobs")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    eventually(
+        Duration::from_secs(10),
+        "LabelJobs to report SERVING",
+        || async {
+            (health(&server, "aelabel.v1.LabelJobs").await == ServingStatus::Serving as i32)
+                .then_some(())
+        },
+    )
+    .await;
+    server.shutdown().await;
+}

@@ -613,3 +613,45 @@ async fn reflection_describes_label_jobs_and_health_reports_it() {
     .await;
     server.shutdown().await;
 }
+
+/// Adds the 10,000 t10k images through one stream and waits until they are labelled; prints
+/// the rates. A measurement, not a check: `cargo test --release --test label_jobs -- --ignored
+/// --nocapture`.
+async fn bulk_rate(db: TestDb, what: &str) {
+    const IMAGES: usize = 10_000;
+    registry(&db.url).await;
+    let server = registry_server(&db.url, JobWorkerConfig::default()).await;
+    let mut client = jobs_client(&server).await;
+    let id = client
+        .create_job(pb::CreateJobRequest {
+            name: "bulk".into(),
+            auto_accept_threshold: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let (pixels, _) = test_images(IMAGES);
+    let started = std::time::Instant::now();
+    add(&mut client, messages(&id, &pixels, 0..IMAGES))
+        .await
+        .unwrap();
+    let added = started.elapsed();
+    labelled(&client, &id).await;
+    let done = started.elapsed();
+    println!(
+        "{what}: {IMAGES} images added in {:.2} s ({:.0}/s), labelled after {:.2} s ({:.0}/s end to end)",
+        added.as_secs_f64(),
+        IMAGES as f64 / added.as_secs_f64(),
+        done.as_secs_f64(),
+        IMAGES as f64 / done.as_secs_f64()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+async fn bulk_job_rate_on_sqlite_and_postgres() {
+    bulk_rate(TestDb::sqlite(), "SQLite").await;
+    bulk_rate(TestDb::postgres().await, "Postgres").await;
+}

@@ -7,6 +7,7 @@
 //! expired and was taken over; claims that expire (a crashed worker) are simply claimed again.
 
 use super::{now_ms, Backend, Store, StoreError};
+use crate::inference::Prediction;
 use crate::jobs::{
     Added, ClaimedItem, ItemCursor, ItemStatus, Job, JobCounts, JobItem, LabelledItem, NewImage,
     NewJob, ReviewClass,
@@ -313,8 +314,20 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut recorded = 0;
-        for item in labelled {
-            recorded += record_prediction(&mut tx, worker_id, item).await?;
+        match self.backend {
+            // One statement per few hundred items: a round trip per item would cost more
+            // than the labelling.
+            Backend::Postgres => {
+                for chunk in labelled.chunks(RECORD_CHUNK) {
+                    recorded += record_predictions_postgres(&mut tx, worker_id, chunk).await?;
+                }
+            }
+            // SQLite runs in-process: a statement per item is cheap.
+            Backend::Sqlite => {
+                for item in labelled {
+                    recorded += record_prediction(&mut tx, worker_id, item).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(recorded)
@@ -341,6 +354,69 @@ impl Store {
         .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
         Ok(job_spec(&row)?.0)
     }
+}
+
+/// Items per multi-row `UPDATE` on Postgres (7 parameters each, far below its 65,535).
+const RECORD_CHUNK: usize = 512;
+
+/// The bytes stored for a prediction's probabilities: little-endian `f32`s.
+fn probability_bytes(p: &Prediction) -> Vec<u8> {
+    p.probabilities
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// [`record_prediction`] for many items in one statement (Postgres' `UPDATE … FROM VALUES`).
+async fn record_predictions_postgres(
+    tx: &mut Tx<'_>,
+    worker_id: &str,
+    items: &[LabelledItem],
+) -> Result<u64, StoreError> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<String> = (0..items.len())
+        .map(|i| {
+            let p = 3 + i * 7;
+            format!(
+                "(${}::text, ${}::bigint, ${}::text, ${}::bigint, ${}::float8, ${}::bytea, ${}::text)",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            )
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE items SET status = v.status, predicted_class = v.predicted_class, \
+         confidence = v.confidence, probabilities = v.probabilities, \
+         model_version = v.model_version, labelled_by = $1, \
+         labellings = items.labellings + 1, claimed_by = NULL, claimed_until = NULL \
+         FROM (VALUES {}) AS v (job_id, seq, status, predicted_class, confidence, \
+         probabilities, model_version) \
+         WHERE items.job_id = v.job_id AND items.seq = v.seq AND items.status = $2 \
+         AND items.claimed_by = $1",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(worker_id)
+        .bind(ItemStatus::Pending.as_str());
+    for item in items {
+        let p = &item.prediction;
+        query = query
+            .bind(&item.job_id)
+            .bind(item.seq)
+            .bind(ItemStatus::of_prediction(p).as_str())
+            .bind(i64::try_from(p.class_index).unwrap_or(i64::MAX))
+            .bind(f64::from(p.confidence))
+            .bind(probability_bytes(p))
+            .bind(&item.model_version);
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected())
 }
 
 async fn record_prediction(

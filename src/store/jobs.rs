@@ -106,34 +106,13 @@ impl Store {
             .await?
             .try_get(0)?;
         let mut added = Added::default();
-        for image in images {
-            let inserted = sqlx::query(
-                "INSERT INTO items (job_id, seq, client_id, image_sha256, status) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, client_id) DO NOTHING",
-            )
-            .bind(job_id)
-            .bind(seq + 1)
-            .bind(&image.client_id)
-            .bind(&image.sha256)
-            .bind(ItemStatus::Pending.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                added.duplicates += 1;
-                continue;
-            }
-            seq += 1;
-            added.added += 1;
-            sqlx::query(
-                "INSERT INTO job_images (job_id, sha256, pixels) VALUES ($1, $2, $3) \
-                 ON CONFLICT (job_id, sha256) DO NOTHING",
-            )
-            .bind(job_id)
-            .bind(&image.sha256)
-            .bind(image.pixels.clone())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in images.chunks(ADD_CHUNK) {
+            let new_images = insert_items(&mut tx, job_id, seq, chunk).await?;
+            // Positions of duplicates are skipped: they only need to grow.
+            seq += chunk.len() as i64;
+            added.added += new_images.len() as u64;
+            added.duplicates += (chunk.len() - new_images.len()) as u64;
+            insert_pixels(&mut tx, job_id, chunk, &new_images).await?;
         }
         tx.commit().await?;
         Ok(added)
@@ -354,6 +333,76 @@ impl Store {
         .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
         Ok(job_spec(&row)?.0)
     }
+}
+
+/// Images per multi-row `INSERT` (3 parameters each, below SQLite's 32,766 and Postgres'
+/// 65,535).
+const ADD_CHUNK: usize = 1000;
+
+/// Inserts the items of `images` whose client ids the job lacks, numbered from `seq + 1` in
+/// order; returns the content hashes of those inserted.
+async fn insert_items(
+    tx: &mut Tx<'_>,
+    job_id: &str,
+    seq: i64,
+    images: &[NewImage],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let rows: Vec<String> = (0..images.len())
+        .map(|i| {
+            let p = 3 + i * 3;
+            format!("($1, ${}, ${}, ${}, $2)", p, p + 1, p + 2)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO items (job_id, seq, client_id, image_sha256, status) VALUES {} \
+         ON CONFLICT (job_id, client_id) DO NOTHING RETURNING image_sha256",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(job_id)
+        .bind(ItemStatus::Pending.as_str());
+    for (i, image) in images.iter().enumerate() {
+        query = query
+            .bind(seq + 1 + i as i64)
+            .bind(&image.client_id)
+            .bind(&image.sha256);
+    }
+    let inserted = query.fetch_all(&mut **tx).await?;
+    inserted
+        .iter()
+        .map(|row| Ok(row.try_get::<String, _>(0)?))
+        .collect()
+}
+
+/// Stores the pixels of the images whose hash is in `new`, once per hash per job.
+async fn insert_pixels(
+    tx: &mut Tx<'_>,
+    job_id: &str,
+    images: &[NewImage],
+    new: &std::collections::HashSet<String>,
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let images: Vec<&NewImage> = images
+        .iter()
+        .filter(|i| new.contains(&i.sha256) && seen.insert(i.sha256.as_str()))
+        .collect();
+    if images.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..images.len())
+        .map(|i| format!("($1, ${}, ${})", 2 + i * 2, 3 + i * 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO job_images (job_id, sha256, pixels) VALUES {} \
+         ON CONFLICT (job_id, sha256) DO NOTHING",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(job_id);
+    for image in images {
+        query = query.bind(&image.sha256).bind(image.pixels.clone());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Items per multi-row `UPDATE` on Postgres (7 parameters each, far below its 65,535).

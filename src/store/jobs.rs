@@ -88,7 +88,7 @@ impl Store {
     /// Adds `images` to the job in one transaction: an image whose client id the job already
     /// holds is a duplicate and changes nothing; equal pixels are stored once per job.
     pub async fn add_images(&self, job_id: &str, images: &[NewImage]) -> Result<Added, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // On Postgres the job row's lock serialises adders of one job, so item numbers do
         // not collide; SQLite has one writer anyway.
         let lock = match self.backend {
@@ -177,7 +177,7 @@ impl Store {
                 },
                 classes: classes.clone(),
             })?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE items SET status = $1, human_class = $2, reviewed_at = $3 \
              WHERE job_id = $4 AND client_id = $5",
@@ -253,7 +253,7 @@ impl Store {
                  AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY job_id, seq LIMIT $3)"
             }
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(claim)
             .bind(ItemStatus::Pending.as_str())
             .bind(now)
@@ -291,7 +291,7 @@ impl Store {
         worker_id: &str,
         labelled: &[LabelledItem],
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut recorded = 0;
         match self.backend {
             // One statement per few hundred items: a round trip per item would cost more

@@ -226,6 +226,17 @@ impl Store {
         self.backend
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`:
+    /// a deferred transaction that reads first and then writes fails at once with "database is
+    /// locked" if another connection wrote in between, whereas an immediate one waits its turn
+    /// (busy timeout) like any writer.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// The database URL without its password.
     pub fn url(&self) -> &str {
         &self.url

@@ -114,7 +114,7 @@ impl Store {
     /// Records `model`. The first model ever registered becomes active; a version already
     /// known keeps its history and takes the new path and checksum.
     pub async fn register_model(&self, model: &NewModel) -> Result<Registered, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let known = sqlx::query("SELECT version FROM models WHERE version = $1")
             .bind(&model.version)
             .fetch_optional(&mut *tx)
@@ -201,7 +201,7 @@ impl Store {
 
     /// Makes `version` the active model (a no-op when it already is).
     pub async fn activate(&self, version: &str) -> Result<ModelRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let known = sqlx::query("SELECT version FROM models WHERE version = $1")
             .bind(version)
             .fetch_optional(&mut *tx)
@@ -220,7 +220,7 @@ impl Store {
 
     /// Re-activates the version that was active before the current one.
     pub async fn rollback(&self) -> Result<ModelRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current = current_version(&mut tx).await?.ok_or(StoreError::Empty)?;
         let previous = sqlx::query(
             "SELECT version FROM activations WHERE version <> $1 ORDER BY seq DESC LIMIT 1",

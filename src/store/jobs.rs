@@ -43,15 +43,7 @@ impl Store {
 
     /// The job `job_id` with its counts and the model versions that labelled it.
     pub async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, created_at, auto_accept_threshold, input_width, input_height, \
-             class_names FROM jobs WHERE id = $1",
-        )
-        .bind(job_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
-        let (spec, created_ms) = job_spec(&row)?;
+        let (spec, created_ms) = self.spec_and_creation(job_id).await?;
         let mut counts = JobCounts::default();
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM items WHERE job_id = $1 GROUP BY status",
@@ -323,6 +315,11 @@ impl Store {
 
     /// The job's settings and classes (without counting its items).
     pub async fn job_spec(&self, job_id: &str) -> Result<NewJob, StoreError> {
+        Ok(self.spec_and_creation(job_id).await?.0)
+    }
+
+    /// The job's settings and when it was created (Unix ms), or `UnknownJob`.
+    async fn spec_and_creation(&self, job_id: &str) -> Result<(NewJob, i64), StoreError> {
         let row = sqlx::query(
             "SELECT id, name, created_at, auto_accept_threshold, input_width, input_height, \
              class_names FROM jobs WHERE id = $1",
@@ -331,7 +328,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
-        Ok(job_spec(&row)?.0)
+        job_spec(&row)
     }
 }
 

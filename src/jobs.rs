@@ -3,6 +3,8 @@
 //! them; neither decides anything about them.
 
 use crate::inference::Prediction;
+use crate::model::ModelMeta;
+use crate::train::metrics::{choose_threshold, ACCEPT_NOTHING};
 use sha2::{Digest, Sha256};
 
 /// Where an item of a job stands.
@@ -87,12 +89,42 @@ pub struct NewJob {
     pub name: String,
     /// Auto-accept threshold; `None` uses each labelling model's own.
     pub auto_accept_threshold: Option<f32>,
+    /// Accuracy the auto-accepted labels should reach, instead of a fixed threshold.
+    pub target_accuracy: Option<f32>,
     /// Input width of the model active at creation: the size images are stored at.
     pub input_width: u32,
     /// Input height, likewise.
     pub input_height: u32,
     /// That model's class names, in class-index order: the classes reviews may use.
     pub class_names: Vec<String>,
+}
+
+/// The threshold `meta`'s model reaches `target` accuracy at, chosen from its out-of-fold
+/// evidence the way training chose its own; `None` when the model was saved without evidence.
+pub fn threshold_for_target(meta: &ModelMeta, target: f32) -> Option<f32> {
+    let oof = meta
+        .calibration
+        .as_ref()
+        .filter(|o| !o.confidence.is_empty())?;
+    Some(choose_threshold(
+        &oof.confidence,
+        &oof.correct,
+        f64::from(target),
+    ))
+}
+
+/// The threshold a job's predictions by `meta`'s model are accepted at: the job's own
+/// threshold, else its target accuracy turned into this model's threshold, else the model's
+/// threshold (also when the model cannot turn a target into one).
+pub fn accept_threshold(threshold: Option<f32>, target: Option<f32>, meta: &ModelMeta) -> f32 {
+    threshold
+        .or_else(|| target.and_then(|t| threshold_for_target(meta, t)))
+        .unwrap_or(meta.auto_accept_threshold)
+}
+
+/// Whether `threshold` accepts nothing at all (no threshold reached the target).
+pub fn accepts_nothing(threshold: f32) -> bool {
+    threshold >= ACCEPT_NOTHING
 }
 
 /// A job as stored, with its counts.
@@ -281,6 +313,8 @@ pub struct ClaimedItem {
     pub seq: i64,
     /// The job's threshold, if it set one.
     pub auto_accept_threshold: Option<f32>,
+    /// The job's target accuracy, if it set one.
+    pub target_accuracy: Option<f32>,
     /// The job's input size (width × height pixels).
     pub image_size: usize,
     /// The image.

@@ -126,6 +126,7 @@ async fn all_items(
                 status: status as i32,
                 page_size,
                 cursor,
+                include_images: false,
             })
             .await
             .unwrap()
@@ -193,6 +194,7 @@ async fn job_lifecycle(db: TestDb) {
         .create_job(pb::CreateJobRequest {
             name: "fashion".into(),
             auto_accept_threshold: Some(THRESHOLD),
+            target_accuracy: None,
         })
         .await
         .unwrap()
@@ -331,6 +333,7 @@ async fn refusals(client: &mut LabelJobsClient<Channel>, job_id: &str, item_id: 
                 status: pb::ItemStatus::Unspecified as i32,
                 page_size: 10,
                 cursor: String::new(),
+                include_images: false,
             })
             .await,
     );
@@ -379,6 +382,7 @@ async fn two_servers_on_one_postgres_share_a_job_without_labelling_an_item_twice
         .create_job(pb::CreateJobRequest {
             name: "shared".into(),
             auto_accept_threshold: None,
+            target_accuracy: None,
         })
         .await
         .unwrap()
@@ -431,6 +435,7 @@ async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps
         .create_job(pb::CreateJobRequest {
             name: "outage".into(),
             auto_accept_threshold: None,
+            target_accuracy: None,
         })
         .await
         .unwrap()
@@ -501,6 +506,7 @@ async fn expired_claims_are_taken_over(db: TestDb) {
         .create_job(&NewJob {
             name: "lease".into(),
             auto_accept_threshold: Some(0.5),
+            target_accuracy: None,
             input_width: 2,
             input_height: 2,
             class_names: vec!["a".into(), "b".into()],
@@ -626,6 +632,7 @@ async fn bulk_rate(db: TestDb, what: &str) {
         .create_job(pb::CreateJobRequest {
             name: "bulk".into(),
             auto_accept_threshold: None,
+            target_accuracy: None,
         })
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 
 use aelabel::model::{
     autoencoder, classifier_from_encoder, encoder_depth, Activation, Decoder, Inputs, Loss, Model,
-    ModelMeta, Network, Target, Workspace,
+    ModelMeta, Network, OutOfFold, Target, Workspace,
 };
 use aelabel::train::{fit, Examples, FitOptions, Optimizer, Silent, Targets};
 use rand::{Rng, SeedableRng};
@@ -143,6 +143,10 @@ fn tiny_model(seed: u64) -> Model {
             class_names: vec!["a".into(), "b".into(), "c".into()],
             auto_accept_threshold: 0.9,
             training: serde_json::json!({"test_accuracy": 0.5}),
+            calibration: Some(OutOfFold {
+                confidence: vec![0.9, 0.4, 0.75],
+                correct: vec![true, false, true],
+            }),
         },
         autoencoder: ae,
         classifier,

@@ -1,8 +1,12 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
+mod jobs;
 mod registry;
+mod retrain;
 
+pub use jobs::{JobsArgs, JobsCommand};
 pub use registry::{DatabaseArgs, DbArgs, DbCommand, ModelsArgs, ModelsCommand};
+pub use retrain::RetrainArgs;
 
 use crate::client::{self, bench::LoadTest, bench::Rpc, EncodeJob, LabelJob};
 use crate::config::{
@@ -62,6 +66,10 @@ pub enum Command {
     Models(ModelsArgs),
     /// Database maintenance (`db migrate`).
     Db(DbArgs),
+    /// Label jobs on a server: create, add images, status, review, export.
+    Jobs(JobsArgs),
+    /// Fine-tune a new model from the active one plus a job's reviews, register it, compare.
+    Retrain(RetrainArgs),
 }
 
 /// Flags of `aelabel serve`.
@@ -563,6 +571,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pipeline(args) => pipeline_command(args, cli.quiet),
         Command::Models(args) => runtime()?.block_on(registry::models_command(args)),
         Command::Db(args) => runtime()?.block_on(registry::db_command(args)),
+        Command::Retrain(args) => retrain::retrain_command(args, cli.quiet),
+        Command::Jobs(args) => runtime()?.block_on(jobs::jobs_command(args, cli.quiet)),
         Command::Serve(args) => serve(args),
         Command::Label(args) => {
             let job = LabelJob {

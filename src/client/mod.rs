@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod inputs;
+pub mod jobs;
 pub mod output;
+mod review;
 
 use crate::wire::{self as pb, code_name};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,19 +60,23 @@ pub fn server_url(server: &str) -> String {
 }
 
 /// Opens one HTTP/2 connection to `server`.
-pub async fn connect(server: &str) -> Result<LabellerClient<Channel>, ClientError> {
+pub async fn channel(server: &str) -> Result<Channel, ClientError> {
     let url = server_url(server);
     let failed = |reason: String| ClientError::Connect {
         url: url.clone(),
         reason,
     };
-    let channel = Endpoint::from_shared(url.clone())
+    Endpoint::from_shared(url.clone())
         .map_err(|e| failed(crate::telemetry::describe_error(&e)))?
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| failed(crate::telemetry::describe_error(&e)))?;
-    Ok(LabellerClient::new(channel)
+        .map_err(|e| failed(crate::telemetry::describe_error(&e)))
+}
+
+/// A `Labeller` client on one new connection to `server`.
+pub async fn connect(server: &str) -> Result<LabellerClient<Channel>, ClientError> {
+    Ok(LabellerClient::new(channel(server).await?)
         .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
 }
@@ -112,7 +118,7 @@ pub struct LabelSummary {
     pub seconds: f64,
 }
 
-fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ClientError> {
+pub(crate) fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ClientError> {
     std::fs::File::create(path)
         .map(BufWriter::new)
         .map_err(|source| ClientError::Output {
@@ -121,7 +127,7 @@ fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ClientError> {
         })
 }
 
-fn progress(quiet: bool, total: usize) -> ProgressBar {
+pub(crate) fn progress(quiet: bool, total: usize) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -35,6 +35,26 @@ pub struct ModelMeta {
     pub auto_accept_threshold: f32,
     /// Training summary (the report's headline metrics).
     pub training: serde_json::Value,
+    /// Out-of-fold evidence the threshold was chosen from, so that a threshold for another
+    /// target accuracy can be chosen the same way later (`None` in models saved without it).
+    pub calibration: Option<OutOfFold>,
+}
+
+/// Out-of-fold predictions on the labelled images: each one's confidence and whether it was
+/// right, from a classifier that did not train on it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutOfFold {
+    /// Max-softmax confidence per labelled image.
+    pub confidence: Vec<f32>,
+    /// Whether that prediction was the true class.
+    pub correct: Vec<bool>,
+}
+
+/// The header form of [`OutOfFold`]: correctness as a string of `0`/`1`, to stay small.
+#[derive(Serialize, Deserialize)]
+struct OutOfFoldHeader {
+    confidence: Vec<f32>,
+    correct: String,
 }
 
 /// A trained model: the autoencoder (for embeddings and reconstructions) and the classifier.
@@ -162,6 +182,20 @@ impl Model {
         );
         header.insert("training".to_string(), json(&self.meta.training)?);
         header.insert("preprocessing".to_string(), PREPROCESSING.to_string());
+        if let Some(oof) = &self.meta.calibration {
+            let compact = OutOfFoldHeader {
+                confidence: oof.confidence.clone(),
+                correct: oof
+                    .correct
+                    .iter()
+                    .map(|&ok| if ok { '1' } else { '0' })
+                    .collect(),
+            };
+            header.insert(
+                "calibration".to_string(),
+                serde_json::to_string(&compact).map_err(|e| format_err(e.to_string()))?,
+            );
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
                 path: path.to_path_buf(),
@@ -229,6 +263,24 @@ impl Model {
         })?;
         let training = serde_json::from_str(field("training")?)
             .map_err(|e| format_err(format!("header `training` is invalid ({e})")))?;
+        let calibration = header
+            .get("calibration")
+            .map(|text| {
+                let h: OutOfFoldHeader = serde_json::from_str(text)
+                    .map_err(|e| format_err(format!("header `calibration` is invalid ({e})")))?;
+                if h.correct.len() != h.confidence.len()
+                    || h.correct.contains(|c| c != '0' && c != '1')
+                {
+                    return Err(format_err(
+                        "header `calibration` needs one 0/1 per confidence".into(),
+                    ));
+                }
+                Ok(OutOfFold {
+                    confidence: h.confidence,
+                    correct: h.correct.chars().map(|c| c == '1').collect(),
+                })
+            })
+            .transpose()?;
         if arch.widths.len() < 2 || arch.widths.contains(&0) || class_names.len() < 2 {
             return Err(format_err(
                 "architecture needs ≥ 2 non-zero widths and ≥ 2 classes".into(),
@@ -304,6 +356,7 @@ impl Model {
                 class_names,
                 auto_accept_threshold,
                 training,
+                calibration,
             },
             autoencoder: ae,
             classifier,

@@ -8,7 +8,9 @@ pub mod net;
 pub mod oracle;
 mod packed;
 
-pub use checkpoint::{sha256_hex, CheckpointError, Model, ModelMeta, MODEL_FORMAT, PREPROCESSING};
+pub use checkpoint::{
+    sha256_hex, CheckpointError, Model, ModelMeta, OutOfFold, MODEL_FORMAT, PREPROCESSING,
+};
 pub use inputs::{Inputs, CHUNK_ROWS};
 pub use net::{Activation, Layer, Loss, Network, Param, StepStats, Target, Workspace};
 pub use packed::PackedNetwork;

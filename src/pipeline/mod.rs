@@ -10,6 +10,7 @@ mod pretrain;
 pub mod recipe;
 mod reference;
 pub mod report;
+pub mod retrain;
 mod stages;
 mod summary;
 
@@ -267,6 +268,18 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         "auto_label_test_accuracy": test_coverage.and_then(|c| c.accuracy),
         "target_accuracy": config.target_accuracy,
         "dataset": config.data.dir.display().to_string(),
+        // How the data was cut, so a retrain can cut it the same way.
+        "run": {
+            "data": absolute(&config.data.dir),
+            "labels_file": config.data.labels_file.as_deref().map(absolute),
+            "test": config.data.test.as_deref().map(absolute),
+            "labels": config.labels,
+            "valid_fraction": config.valid_fraction,
+            "train_limit": config.train_limit,
+            "eval_limit": config.eval_limit,
+            "finetune_epochs": config.finetune_epochs,
+            "self_training_rounds": config.self_training_rounds,
+        },
     });
     let (model, _) = save(
         &config.out_dir,
@@ -274,7 +287,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         &pretrained.network,
         &trained.network,
         &data,
-        calibration.threshold,
+        &calibration,
         training,
     )?;
     let mut artifacts = ["model.safetensors", "report.json", "report.md"]
@@ -317,6 +330,14 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     artifacts::write_file(&config.out_dir.join("report.json"), &json)?;
     artifacts::write_file(&config.out_dir.join("report.md"), &report.to_markdown())?;
     Ok(report)
+}
+
+/// `path` made absolute (as it is now) for the model's record, else as given.
+fn absolute(path: &std::path::Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Short name of a preset, as used in model versions and default output directories.

@@ -7,7 +7,7 @@ use super::{PipelineConfig, PipelineError};
 use crate::data::{split, DataOptions, Dataset, ImageSet, SplitOptions, TrainingData};
 use crate::model::{
     classifier_from_encoder, classifier_from_scratch, probabilities_rows, Decoder, Inputs, Model,
-    ModelMeta, Network,
+    ModelMeta, Network, OutOfFold,
 };
 use crate::train::folds::stratified_folds;
 use crate::train::metrics::{
@@ -168,6 +168,9 @@ pub struct Calibration {
     pub cross_validated_accuracy: f64,
     /// What the threshold accepts out of fold.
     pub coverage: Coverage,
+    /// The out-of-fold predictions themselves, saved with the model so that a threshold for
+    /// another target accuracy can be chosen later.
+    pub evidence: OutOfFold,
 }
 
 /// Calibrate stage: out-of-fold confidence and correctness for every labelled image (each fold
@@ -241,6 +244,10 @@ pub fn calibrate(
         threshold,
         cross_validated_accuracy: correct.iter().filter(|&&ok| ok).count() as f64 / n.max(1) as f64,
         coverage: coverage_at(threshold, &confidence, &correct),
+        evidence: OutOfFold {
+            confidence,
+            correct,
+        },
     }
 }
 
@@ -252,7 +259,7 @@ pub fn save(
     pretrained: &Network,
     classifier: &Network,
     data: &TrainingData,
-    threshold: f32,
+    calibration: &Calibration,
     training: serde_json::Value,
 ) -> Result<(Model, PathBuf), PipelineError> {
     std::fs::create_dir_all(out_dir).map_err(|source| PipelineError::Io {
@@ -271,8 +278,9 @@ pub fn save(
             input_width: data.pool.width,
             input_height: data.pool.height,
             class_names: data.class_names.clone(),
-            auto_accept_threshold: threshold,
+            auto_accept_threshold: calibration.threshold,
             training,
+            calibration: Some(calibration.evidence.clone()),
         },
         autoencoder: pretrained.clone(),
         classifier: classifier.clone(),

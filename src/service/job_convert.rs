@@ -50,6 +50,19 @@ pub fn auto_accept_threshold(value: Option<f32>) -> Result<Option<f32>, Status> 
     }
 }
 
+/// A job's target accuracy: a probability above 0, or none; never together with a threshold.
+pub fn target_accuracy(value: Option<f32>, threshold: Option<f32>) -> Result<Option<f32>, Status> {
+    match (value, threshold) {
+        (Some(_), Some(_)) => Err(Status::invalid_argument(
+            "target_accuracy: set either it or auto_accept_threshold, not both",
+        )),
+        (Some(t), None) if !(t > 0.0 && t <= 1.0) => Err(Status::invalid_argument(format!(
+            "target_accuracy: {t} is not an accuracy; use a value in (0, 1], e.g. 0.95"
+        ))),
+        (value, _) => Ok(value),
+    }
+}
+
 /// The status a `ListItems` request asks for.
 pub fn item_status(value: i32) -> Result<ItemStatus, Status> {
     match pb::ItemStatus::try_from(value) {
@@ -127,6 +140,7 @@ pub fn job(job: Job) -> pb::Job {
         counts: Some(counts(job.counts)),
         model_versions: job.model_versions,
         auto_accept_threshold: job.spec.auto_accept_threshold,
+        target_accuracy: job.spec.target_accuracy,
         created_at: job.created_at,
         class_names: job.spec.class_names,
     }
@@ -151,6 +165,7 @@ pub fn item(item: JobItem, class_names: &[String]) -> pb::Item {
         probabilities: item.probabilities,
         model_version: item.model_version,
         human_class: item.human_class,
+        image: None,
     }
 }
 

@@ -124,7 +124,9 @@ impl JobWorker {
         let version = engine.meta().version.clone();
         let mut labelled = Vec::with_capacity(claimed.len());
         let runs = claimed.chunk_by(|a, b| {
-            a.job_id == b.job_id && a.auto_accept_threshold == b.auto_accept_threshold
+            a.job_id == b.job_id
+                && a.auto_accept_threshold == b.auto_accept_threshold
+                && a.target_accuracy == b.target_accuracy
         });
         for run in runs {
             let first = &run[0];
@@ -135,9 +137,11 @@ impl JobWorker {
                 );
                 continue;
             }
-            let threshold = first
-                .auto_accept_threshold
-                .unwrap_or(engine.meta().auto_accept_threshold);
+            let threshold = crate::jobs::accept_threshold(
+                first.auto_accept_threshold,
+                first.target_accuracy,
+                engine.meta(),
+            );
             for chunk in run.chunks(engine.max_batch()) {
                 let pixels = chunk
                     .iter()

@@ -96,11 +96,21 @@ impl LabelJobs for LabelJobsService {
             ));
         }
         let threshold = wire::auto_accept_threshold(request.auto_accept_threshold)?;
+        let target = wire::target_accuracy(request.target_accuracy, threshold)?;
         let engine = self.engine.current();
         let meta = engine.meta();
+        if let Some(t) = target {
+            if crate::jobs::threshold_for_target(meta, t).is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "target_accuracy: the serving model {} was saved without out-of-fold calibration evidence, so it cannot turn a target into a threshold; retrain it with this version or give auto_accept_threshold instead",
+                    meta.version
+                )));
+            }
+        }
         let spec = NewJob {
             name: request.name,
             auto_accept_threshold: threshold,
+            target_accuracy: target,
             input_width: meta.input_width as u32,
             input_height: meta.input_height as u32,
             class_names: meta.class_names.clone(),
@@ -190,10 +200,25 @@ impl LabelJobs for LabelJobsService {
             .list_items(job_id, status, after, page_size)
             .await
             .map_err(failed)?;
+        let mut images = if request.include_images {
+            let ids: Vec<String> = items.iter().map(|i| i.client_id.clone()).collect();
+            self.store.item_images(job_id, &ids).await.map_err(failed)?
+        } else {
+            Default::default()
+        };
         Ok(Response::new(pb::ListItemsResponse {
             items: items
                 .into_iter()
-                .map(|i| wire::item(i, &spec.class_names))
+                .map(|i| {
+                    let pixels = images.remove(&i.client_id);
+                    let mut item = wire::item(i, &spec.class_names);
+                    item.image = pixels.map(|p| pb::RawImage {
+                        width: spec.input_width,
+                        height: spec.input_height,
+                        pixels: p.into(),
+                    });
+                    item
+                })
                 .collect(),
             next_cursor: next.map(|c| c.encode()).unwrap_or_default(),
         }))

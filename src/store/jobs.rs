@@ -27,7 +27,7 @@ impl Store {
         let id = format!("{:032x}", rand::random::<u128>());
         sqlx::query(
             "INSERT INTO jobs (id, name, created_at, auto_accept_threshold, input_width, \
-             input_height, class_names) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             input_height, class_names, target_accuracy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(&job.name)
@@ -36,6 +36,7 @@ impl Store {
         .bind(i64::from(job.input_width))
         .bind(i64::from(job.input_height))
         .bind(serde_json::Value::from(job.class_names.clone()).to_string())
+        .bind(job.target_accuracy.map(f64::from))
         .execute(&self.pool)
         .await?;
         self.job(&id).await
@@ -260,7 +261,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT i.job_id, i.seq, j.auto_accept_threshold, j.input_width, j.input_height, \
+            "SELECT i.job_id, i.seq, j.auto_accept_threshold, j.target_accuracy, j.input_width, \
+             j.input_height, \
              p.pixels FROM items i JOIN jobs j ON j.id = i.job_id \
              JOIN job_images p ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
              WHERE i.claimed_by = $1 AND i.claimed_until = $2 AND i.status = $3 \
@@ -321,8 +323,8 @@ impl Store {
     /// The job's settings and when it was created (Unix ms), or `UnknownJob`.
     async fn spec_and_creation(&self, job_id: &str) -> Result<(NewJob, i64), StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, created_at, auto_accept_threshold, input_width, input_height, \
-             class_names FROM jobs WHERE id = $1",
+            "SELECT id, name, created_at, auto_accept_threshold, target_accuracy, input_width, \
+             input_height, class_names FROM jobs WHERE id = $1",
         )
         .bind(job_id)
         .fetch_optional(&self.pool)
@@ -517,6 +519,9 @@ fn job_spec(row: &AnyRow) -> Result<(NewJob, i64), StoreError> {
         auto_accept_threshold: row
             .try_get::<Option<f64>, _>("auto_accept_threshold")?
             .map(|t| t as f32),
+        target_accuracy: row
+            .try_get::<Option<f64>, _>("target_accuracy")?
+            .map(|t| t as f32),
         input_width: side("input_width")?,
         input_height: side("input_height")?,
         class_names,
@@ -579,6 +584,9 @@ fn claimed_item(row: &AnyRow) -> Result<ClaimedItem, StoreError> {
         seq: row.try_get("seq")?,
         auto_accept_threshold: row
             .try_get::<Option<f64>, _>("auto_accept_threshold")?
+            .map(|t| t as f32),
+        target_accuracy: row
+            .try_get::<Option<f64>, _>("target_accuracy")?
             .map(|t| t as f32),
         image_size: side("input_width")? * side("input_height")?,
         pixels: row.try_get("pixels")?,

@@ -5,9 +5,11 @@
 //! dialect subset both understand (`$1` placeholders, `TEXT`, `BIGINT`, `DOUBLE PRECISION`),
 //! and the migrations in `migrations/` are embedded in the binary and run on connect.
 
+mod job_images;
 mod jobs;
 mod models;
 
+pub use job_images::ReviewedImage;
 pub use models::{ModelRecord, NewModel, Registered};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

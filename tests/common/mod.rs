@@ -94,15 +94,29 @@ pub fn aelabel_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, Str
 
 /// Runs `command` to its end; returns exit code, stdout and stderr. A run that outlasts
 /// [`COMMAND_LIMIT`] is killed and fails the test.
-pub fn output_within(mut command: std::process::Command) -> (i32, String, String) {
+pub fn output_within(command: std::process::Command) -> (i32, String, String) {
+    output_with_input(command, b"")
+}
+
+/// [`output_within`], with `input` written to the command's standard input (then closed).
+pub fn output_with_input(
+    mut command: std::process::Command,
+    input: &[u8],
+) -> (i32, String, String) {
     use std::process::Stdio;
     let shown = format!("{command:?}");
-    let child = command
-        .stdin(Stdio::null())
+    let mut child = command
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary runs");
+    let mut stdin = child.stdin.take().expect("a stdin pipe");
+    let input = input.to_vec();
+    // A writer thread: a command that does not read its input must not block the test.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
     let pid = child.id();
     let (done_tx, done) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {

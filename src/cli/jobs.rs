@@ -1,0 +1,150 @@
+//! `aelabel jobs …`: label jobs on a running server. Scripts depend on the output shapes:
+//! `create` prints the job id as its last line, `status --json` one object.
+
+use super::parse_probability;
+use crate::client::jobs::{self as client, TerminalReview};
+use crate::config::parse_positive;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// `aelabel jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Server address (`host:port` or `http://host:port`).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50051",
+        env = "AELABEL_SERVER",
+        global = true
+    )]
+    pub server: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+/// The label-job commands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Create an empty job; prints its id as the last line.
+    Create {
+        /// A name people recognise.
+        #[arg(long)]
+        name: String,
+        /// Auto-accept predictions whose expected accuracy reaches this (each model turns it
+        /// into its own threshold) [default: the model's own threshold].
+        #[arg(long, value_parser = parse_probability, conflicts_with = "threshold")]
+        target_accuracy: Option<f32>,
+        /// Auto-accept predictions at or above this confidence instead.
+        #[arg(long, value_parser = parse_probability)]
+        threshold: Option<f32>,
+    },
+    /// Add images: IDX files (ids `FILE#index`), folders and PNG/JPEG files (ids: paths).
+    /// Adding the same ids again adds nothing.
+    Add {
+        /// The job id.
+        job: String,
+        /// IDX image files, folders, PNG/JPEG files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Images per stream message.
+        #[arg(long, default_value_t = 256, value_parser = parse_positive)]
+        batch: usize,
+    },
+    /// Counts per status and the models that labelled the job.
+    Status {
+        /// The job id.
+        job: String,
+        /// Print one JSON object (keys total, pending, auto_accepted, needs_review, reviewed,
+        /// model_versions, …).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Review items: from an `id,class` CSV file, or one by one at the terminal (least
+    /// confident first).
+    Review {
+        /// The job id.
+        job: String,
+        /// Rows `id,class` (client id, class name) with that header line.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// At the terminal: stop after this many reviews.
+        #[arg(long, value_parser = parse_positive, conflicts_with = "csv")]
+        limit: Option<usize>,
+    },
+    /// Write every item's final label (a person's wins) as `.csv` or `.jsonl`.
+    Export {
+        /// The job id.
+        job: String,
+        /// Output file: columns id,class,source,confidence,model_version.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs one `aelabel jobs` command.
+pub async fn jobs_command(args: JobsArgs, quiet: bool) -> anyhow::Result<()> {
+    let server = args.server.as_str();
+    match args.command {
+        JobsCommand::Create {
+            name,
+            target_accuracy,
+            threshold,
+        } => {
+            let job = client::create_job(server, &name, threshold, target_accuracy).await?;
+            eprintln!("created job `{}`", job.name);
+            println!("{}", job.id);
+        }
+        JobsCommand::Add { job, inputs, batch } => {
+            let s = client::add_images(server, &job, &inputs, batch, quiet).await?;
+            println!(
+                "sent {} images in {:.1} s ({:.0} images/s): {} added, {} already in the job",
+                s.sent,
+                s.seconds,
+                s.sent as f64 / s.seconds.max(1e-9),
+                s.added,
+                s.duplicates
+            );
+        }
+        JobsCommand::Status { job, json } => {
+            let status = client::job_status(server, &job).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                println!("{}", status.to_text());
+            }
+        }
+        JobsCommand::Review {
+            job,
+            csv: Some(path),
+            ..
+        } => {
+            let n = client::review_csv(server, &job, &path).await?;
+            println!("stored {n} reviews from {}", path.display());
+        }
+        JobsCommand::Review {
+            job,
+            csv: None,
+            limit,
+        } => {
+            client::review_terminal(&TerminalReview {
+                server: server.to_string(),
+                job_id: job,
+                limit,
+            })
+            .await?;
+        }
+        JobsCommand::Export { job, out } => {
+            let s = client::export(server, &job, &out, quiet).await?;
+            println!(
+                "exported {} labels to {}: {} by people, {} auto-accepted, {} still pending",
+                s.rows,
+                out.display(),
+                s.human,
+                s.auto,
+                s.pending
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! `aelabel jobs …`: label jobs on a server through `aelabel.v1.LabelJobs` — create one, add
+//! images, follow its counts, review what the model was unsure of, export every final label.
+
+use super::inputs::{InputError, Inputs, Item};
+use super::{channel, create, output, progress, ClientError, CLIENT_MAX_MESSAGE_BYTES};
+use crate::wire as pb;
+use pb::label_jobs_client::LabelJobsClient;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+pub use super::review::{review_terminal, TerminalReview};
+
+/// A `LabelJobs` client on one new connection to `server`.
+pub async fn connect_jobs(server: &str) -> Result<LabelJobsClient<Channel>, ClientError> {
+    Ok(LabelJobsClient::new(channel(server).await?)
+        .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
+}
+
+/// A job's state as `aelabel jobs status` shows it; its JSON keys are a stable interface.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct JobStatus {
+    /// The job id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Items in the job.
+    pub total: u64,
+    /// Not labelled by a model yet.
+    pub pending: u64,
+    /// Labelled at or above the threshold.
+    pub auto_accepted: u64,
+    /// Labelled below the threshold, waiting for a person.
+    pub needs_review: u64,
+    /// Labelled by a person.
+    pub reviewed: u64,
+    /// Versions of the models that labelled its items.
+    pub model_versions: Vec<String>,
+    /// The job's fixed threshold, if it set one.
+    pub auto_accept_threshold: Option<f32>,
+    /// The job's target accuracy, if it set one.
+    pub target_accuracy: Option<f32>,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+impl From<pb::Job> for JobStatus {
+    fn from(job: pb::Job) -> Self {
+        let c = job.counts.unwrap_or_default();
+        Self {
+            id: job.id,
+            name: job.name,
+            total: c.total,
+            pending: c.pending,
+            auto_accepted: c.auto_accepted,
+            needs_review: c.needs_review,
+            reviewed: c.reviewed,
+            model_versions: job.model_versions,
+            auto_accept_threshold: job.auto_accept_threshold,
+            target_accuracy: job.target_accuracy,
+            created_at: job.created_at,
+        }
+    }
+}
+
+impl JobStatus {
+    /// Two lines for a person: the counts and the models.
+    pub fn to_text(&self) -> String {
+        let share = |n: u64| 100.0 * n as f64 / self.total.max(1) as f64;
+        let rule = match (self.auto_accept_threshold, self.target_accuracy) {
+            (Some(t), _) => format!("threshold {t}"),
+            (None, Some(a)) => format!("target accuracy {:.1} %", 100.0 * a),
+            (None, None) => "each model's threshold".to_string(),
+        };
+        format!(
+            "job {} `{}` ({rule}): {} images — {} pending, {} auto-accepted ({:.1} %), {} need review, {} reviewed\nlabelled by: {}",
+            self.id,
+            self.name,
+            self.total,
+            self.pending,
+            self.auto_accepted,
+            share(self.auto_accepted),
+            self.needs_review,
+            self.reviewed,
+            if self.model_versions.is_empty() {
+                "no model yet".to_string()
+            } else {
+                self.model_versions.join(", ")
+            }
+        )
+    }
+}
+
+/// Creates a job; `threshold` and `target_accuracy` are exclusive (the server checks).
+pub async fn create_job(
+    server: &str,
+    name: &str,
+    threshold: Option<f32>,
+    target_accuracy: Option<f32>,
+) -> Result<JobStatus, ClientError> {
+    let mut client = connect_jobs(server).await?;
+    let job = client
+        .create_job(pb::CreateJobRequest {
+            name: name.to_string(),
+            auto_accept_threshold: threshold,
+            target_accuracy,
+        })
+        .await?
+        .into_inner();
+    Ok(job.into())
+}
+
+/// The job's counts now.
+pub async fn job_status(server: &str, job_id: &str) -> Result<JobStatus, ClientError> {
+    let mut client = connect_jobs(server).await?;
+    let job = client
+        .get_job(pb::GetJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(job.into())
+}
+
+/// What `aelabel jobs add` did.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AddSummary {
+    /// Images sent.
+    pub sent: usize,
+    /// New items.
+    pub added: u64,
+    /// Client ids the job already held.
+    pub duplicates: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Streams every input image into the job, `batch` images per message.
+pub async fn add_images(
+    server: &str,
+    job_id: &str,
+    inputs: &[PathBuf],
+    batch: usize,
+    quiet: bool,
+) -> Result<AddSummary, ClientError> {
+    if batch == 0 {
+        return Err(ClientError::Usage("--batch must be at least 1".into()));
+    }
+    let started = Instant::now();
+    let Inputs { items, .. } = Inputs::collect(inputs)?;
+    let total = items.len();
+    let mut client = connect_jobs(server).await?;
+    let bar = progress(quiet, total);
+    // Files are read on a plain thread, a few messages ahead of the server.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::AddImagesRequest>(4);
+    let (job, progress_bar) = (job_id.to_string(), bar.clone());
+    let reader = std::thread::spawn(move || -> Result<(), InputError> {
+        for chunk in items.chunks(batch) {
+            let images = chunk
+                .iter()
+                .map(Item::to_wire)
+                .collect::<Result<Vec<_>, _>>()?;
+            let message = pb::AddImagesRequest {
+                images,
+                job_id: job.clone(),
+            };
+            if tx.blocking_send(message).is_err() {
+                break;
+            }
+            progress_bar.inc(chunk.len() as u64);
+        }
+        Ok(())
+    });
+    let response = client.add_images(ReceiverStream::new(rx)).await;
+    bar.finish_and_clear();
+    match reader.join() {
+        Ok(result) => result?,
+        Err(_) => return Err(ClientError::Usage("the input reader crashed".into())),
+    }
+    let response = response?.into_inner();
+    Ok(AddSummary {
+        sent: total,
+        added: response.added,
+        duplicates: response.duplicates,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One row of a review file: a client id and the class name a person chose.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+struct ReviewRow {
+    id: String,
+    class: String,
+}
+
+/// Reads `id,class` rows (header required, as `aelabel jobs export` writes them; other
+/// columns are ignored, so an edited export works too).
+fn read_reviews(path: &Path) -> Result<Vec<ReviewRow>, ClientError> {
+    let bad = |reason: String| ClientError::Usage(format!("{}: {reason}", path.display()));
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| bad(e.to_string()))?;
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    if !headers.iter().any(|h| h == "id") || !headers.iter().any(|h| h == "class") {
+        return Err(bad(format!(
+            "the first line must name the columns `id,class`, found `{}`",
+            headers.iter().collect::<Vec<_>>().join(",")
+        )));
+    }
+    let mut rows = Vec::new();
+    for (i, row) in reader.deserialize::<ReviewRow>().enumerate() {
+        let row = row.map_err(|e| bad(format!("row {}: {e}", i + 2)))?;
+        if row.id.is_empty() || row.class.is_empty() {
+            return Err(bad(format!(
+                "row {}: `id` and `class` must not be empty",
+                i + 2
+            )));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Submits every review in the `id,class` file; all rows are checked before any is sent.
+/// Returns how many were stored.
+pub async fn review_csv(server: &str, job_id: &str, path: &Path) -> Result<usize, ClientError> {
+    let rows = read_reviews(path)?;
+    let mut client = connect_jobs(server).await?;
+    for (i, row) in rows.iter().enumerate() {
+        client
+            .submit_review(pb::SubmitReviewRequest {
+                job_id: job_id.to_string(),
+                item_id: row.id.clone(),
+                class: Some(pb::submit_review_request::Class::ClassName(
+                    row.class.clone(),
+                )),
+            })
+            .await
+            .map_err(|status| {
+                ClientError::Usage(format!(
+                    "{} row {} (`{}` → `{}`): the server answered {}: {}; the {i} rows before it are stored",
+                    path.display(),
+                    i + 2,
+                    row.id,
+                    row.class,
+                    pb::code_name(status.code()),
+                    status.message()
+                ))
+            })?;
+    }
+    Ok(rows.len())
+}
+
+/// What `aelabel jobs export` wrote.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ExportSummary {
+    /// Rows written.
+    pub rows: usize,
+    /// Rows labelled by a person.
+    pub human: usize,
+    /// Rows auto-accepted.
+    pub auto: usize,
+    /// Rows still waiting for a person or a model.
+    pub pending: usize,
+}
+
+/// Writes every item's final label to `out` (`.csv` or `.jsonl`), in the order added.
+pub async fn export(
+    server: &str,
+    job_id: &str,
+    out: &Path,
+    quiet: bool,
+) -> Result<ExportSummary, ClientError> {
+    let jsonl = match output::extension(out).as_str() {
+        "csv" => false,
+        "jsonl" | "ndjson" => true,
+        other => {
+            return Err(ClientError::Usage(format!(
+                "--out {} has extension `{other}`; use .csv or .jsonl",
+                out.display()
+            )))
+        }
+    };
+    let mut client = connect_jobs(server).await?;
+    let request = || pb::ExportLabelsRequest {
+        job_id: job_id.to_string(),
+    };
+    let total = client
+        .get_job(pb::GetJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .counts
+        .map_or(0, |c| c.total);
+    let mut stream = client.export_labels(request()).await?.into_inner();
+    let file = create(out)?;
+    let write_err =
+        |e: csv::Error| ClientError::Usage(format!("cannot write {}: {e}", out.display()));
+    let (mut csv_out, mut json_out) = if jsonl {
+        (None, Some(file))
+    } else {
+        (Some(csv::Writer::from_writer(file)), None)
+    };
+    if let Some(w) = csv_out.as_mut() {
+        w.write_record(["id", "class", "source", "confidence", "model_version"])
+            .map_err(write_err)?;
+    }
+    let bar = progress(quiet, usize::try_from(total).unwrap_or(usize::MAX));
+    let mut summary = ExportSummary::default();
+    while let Some(row) = stream.message().await? {
+        match row.source.as_str() {
+            "human" => summary.human += 1,
+            "auto" => summary.auto += 1,
+            _ => summary.pending += 1,
+        }
+        summary.rows += 1;
+        let confidence = format!("{:.6}", row.confidence);
+        if let Some(w) = csv_out.as_mut() {
+            w.write_record([
+                &row.id,
+                &row.class_name,
+                &row.source,
+                &confidence,
+                &row.model_version,
+            ])
+            .map_err(write_err)?;
+        } else if let Some(w) = json_out.as_mut() {
+            let line = serde_json::json!({
+                "id": row.id,
+                "class": row.class_name,
+                "source": row.source,
+                "confidence": row.confidence,
+                "model_version": row.model_version,
+            });
+            writeln!(w, "{line}").map_err(|source| ClientError::Output {
+                path: out.to_path_buf(),
+                source,
+            })?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(mut w) = csv_out {
+        w.flush().map_err(|source| ClientError::Output {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    if let Some(mut w) = json_out {
+        w.flush().map_err(|source| ClientError::Output {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(summary)
+}

@@ -107,16 +107,15 @@ pub fn retrain_command(args: RetrainArgs, quiet: bool) -> anyhow::Result<()> {
                 model.display()
             )
         })?;
-        println!("{line}");
         let version = &report.retrained.version;
         if !args.activate {
-            println!("serve it with `aelabel models activate {version}`");
+            println!("{line}");
         } else if report.improved() {
             store.activate(version).await?;
-            println!("active: {version}");
+            println!("registered model {version}\nactive: {version}");
         } else {
             println!(
-                "not activated: it is not more accurate than {} on the test images",
+                "registered model {version}; not activated: it is not more accurate than {} on the test images",
                 report.previous.version
             );
         }

@@ -32,6 +32,16 @@ async fn aelabel(args: Vec<String>, input: &str) -> (i32, String, String) {
     .expect("the command thread")
 }
 
+/// `aelabel jobs export` of `job` to `out`.
+async fn export(url: &str, job: &str, out: &Path) -> (i32, String, String) {
+    let out = out.display().to_string();
+    aelabel(
+        args(&["jobs", "export", "--server", url, job, "--out", &out]),
+        "",
+    )
+    .await
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -262,19 +272,7 @@ async fn jobs_commands_create_add_review_and_export_with_exact_shapes() {
     // export: the documented columns, one row per image in the order added; people's
     // classes win.
     let out_csv = dir.path().join("labels.csv");
-    let (code, out, err) = aelabel(
-        args(&[
-            "jobs",
-            "export",
-            "--server",
-            &url,
-            &job,
-            "--out",
-            &out_csv.display().to_string(),
-        ]),
-        "",
-    )
-    .await;
+    let (code, out, err) = export(&url, &job, &out_csv).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("exported {IMAGES} labels")), "{out}");
     let mut reader = csv::Reader::from_path(&out_csv).unwrap();
@@ -295,19 +293,7 @@ async fn jobs_commands_create_add_review_and_export_with_exact_shapes() {
         assert_eq!(&row[4], wire.model_versions[0].as_str());
     }
     let out_jsonl = dir.path().join("labels.jsonl");
-    let (code, _, err) = aelabel(
-        args(&[
-            "jobs",
-            "export",
-            "--server",
-            &url,
-            &job,
-            "--out",
-            &out_jsonl.display().to_string(),
-        ]),
-        "",
-    )
-    .await;
+    let (code, _, err) = export(&url, &job, &out_jsonl).await;
     assert_eq!(code, 0, "{err}");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out_jsonl)
         .unwrap()

@@ -1,14 +1,15 @@
 //! `aelabel jobs …`: label jobs on a server through `aelabel.v1.LabelJobs` — create one, add
 //! images, follow its counts, review what the model was unsure of, export every final label.
 
-use super::inputs::{InputError, Inputs, Item};
-use super::{channel, create, output, progress, ClientError, CLIENT_MAX_MESSAGE_BYTES};
+use super::inputs::Inputs;
+use super::{
+    channel, create, output, progress, read_batches, ClientError, CLIENT_MAX_MESSAGE_BYTES,
+};
 use crate::wire as pb;
 use pb::label_jobs_client::LabelJobsClient;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 pub use super::review::{review_terminal, TerminalReview};
@@ -154,27 +155,18 @@ pub async fn add_images(
     let total = items.len();
     let mut client = connect_jobs(server).await?;
     let bar = progress(quiet, total);
-    // Files are read on a plain thread, a few messages ahead of the server.
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::AddImagesRequest>(4);
-    let (job, progress_bar) = (job_id.to_string(), bar.clone());
-    let reader = std::thread::spawn(move || -> Result<(), InputError> {
-        for chunk in items.chunks(batch) {
-            let images = chunk
-                .iter()
-                .map(Item::to_wire)
-                .collect::<Result<Vec<_>, _>>()?;
-            let message = pb::AddImagesRequest {
-                images,
-                job_id: job.clone(),
-            };
-            if tx.blocking_send(message).is_err() {
-                break;
-            }
-            progress_bar.inc(chunk.len() as u64);
-        }
-        Ok(())
-    });
-    let response = client.add_images(ReceiverStream::new(rx)).await;
+    let job = job_id.to_string();
+    let progress_bar = bar.clone();
+    let (requests, reader) = read_batches(
+        items,
+        batch,
+        move |images| pb::AddImagesRequest {
+            images,
+            job_id: job.clone(),
+        },
+        move |n| progress_bar.inc(n as u64),
+    );
+    let response = client.add_images(requests).await;
     bar.finish_and_clear();
     match reader.join() {
         Ok(result) => result?,

@@ -141,6 +141,35 @@ pub(crate) fn progress(quiet: bool, total: usize) -> ProgressBar {
     bar
 }
 
+/// Reads the items' files on a plain thread into messages of `batch` images each (`message`
+/// builds one), at most a few messages ahead of the stream that sends them; `sent` is told
+/// each message's image count. Join the thread for the first input error.
+pub(crate) fn read_batches<M: Send + 'static>(
+    items: Vec<Item>,
+    batch: usize,
+    message: impl Fn(Vec<pb::Image>) -> M + Send + 'static,
+    sent: impl Fn(usize) + Send + 'static,
+) -> (
+    ReceiverStream<M>,
+    std::thread::JoinHandle<Result<(), InputError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<M>(4);
+    let reader = std::thread::spawn(move || {
+        for chunk in items.chunks(batch) {
+            let images = chunk
+                .iter()
+                .map(Item::to_wire)
+                .collect::<Result<Vec<_>, _>>()?;
+            if tx.blocking_send(message(images)).is_err() {
+                break;
+            }
+            sent(chunk.len());
+        }
+        Ok(())
+    });
+    (ReceiverStream::new(rx), reader)
+}
+
 /// Streams every input image through `LabelStream` and writes one row per image.
 pub async fn label(job: LabelJob) -> Result<LabelSummary, ClientError> {
     let format = match output::extension(&job.out).as_str() {
@@ -169,32 +198,18 @@ pub async fn label(job: LabelJob) -> Result<LabelSummary, ClientError> {
         writeln!(out, "id,class_index,class,confidence,needs_review").map_err(write_err)?;
     }
 
-    // File reading happens on a plain thread; the bounded channel keeps at most a few
-    // batches in memory ahead of the server.
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::LabelRequest>(4);
-    let (batch, threshold) = (job.batch, job.review_threshold);
-    let reader = std::thread::spawn(move || -> Result<(), InputError> {
-        for chunk in items.chunks(batch) {
-            let images = chunk
-                .iter()
-                .map(Item::to_wire)
-                .collect::<Result<Vec<_>, _>>()?;
-            let request = pb::LabelRequest {
-                images,
-                review_threshold: threshold,
-            };
-            if tx.blocking_send(request).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    });
-
+    let threshold = job.review_threshold;
+    let (requests, reader) = read_batches(
+        items,
+        job.batch,
+        move |images| pb::LabelRequest {
+            images,
+            review_threshold: threshold,
+        },
+        |_| {},
+    );
     let bar = progress(job.quiet, total);
-    let mut responses = client
-        .label_stream(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses = client.label_stream(requests).await?.into_inner();
     let (mut done, mut needs_review, mut correct) = (0usize, 0usize, 0usize);
     let outcome: Result<(), ClientError> = async {
         while let Some(response) = responses.message().await? {

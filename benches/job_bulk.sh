@@ -24,7 +24,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 run() { # NAME BINARY
   "$2" bulk_job_rate_on_sqlite_and_postgres --ignored --nocapture --test-threads 1 2>/dev/null |
-    grep '^bulk-job' | sed "s/^/$1 /" | tee -a "$out"
+    grep -o 'bulk-job .*' | sed "s/^/$1 /" | tee -a "$out"
 }
 for r in $(seq "$rounds"); do
   if [ -z "$baseline" ]; then

@@ -6,13 +6,13 @@
 mod common;
 
 use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
-use aelabel::store::{NewModel, Store};
+use aelabel::store::Store;
 use aelabel::wire as pb;
 use aelabel::wire::label_jobs_client::LabelJobsClient;
 use common::db::TestDb;
 use common::eventually;
 use common::proxy::TcpProxy;
-use common::server::{config, model_path, raw_image, test_images, TestServer};
+use common::server::{config, raw_image, register_test_model, test_images, TestServer};
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,17 +26,6 @@ const LABELLED_DEADLINE: Duration = Duration::from_secs(60);
 const CHUNK: usize = 100;
 /// The threshold the test jobs set.
 const THRESHOLD: f32 = 0.8;
-
-/// A registry at `url` with the test model registered (and so active); its version.
-async fn registry(url: &str) -> String {
-    let store = Store::connect(url).await.unwrap();
-    let path = model_path();
-    let (model, sha256) = aelabel::model::Model::load_with_sha256(path).unwrap();
-    let record = NewModel::from_checkpoint(&model.meta, path.to_path_buf(), sha256);
-    store.register_model(&record).await.unwrap();
-    store.close().await;
-    record.version
-}
 
 async fn registry_server(url: &str, jobs: JobWorkerConfig) -> TestServer {
     TestServer::start(
@@ -187,7 +176,7 @@ async fn count(url: &str, sql: &str) -> i64 {
 
 /// The whole life of a job on the database at `url`.
 async fn job_lifecycle(db: TestDb) {
-    let version = registry(&db.url).await;
+    let version = register_test_model(&db.url).await;
     let server = registry_server(&db.url, JobWorkerConfig::default()).await;
     let mut client = jobs_client(&server).await;
     let job = client
@@ -366,7 +355,7 @@ async fn a_job_is_labelled_reviewed_and_exported_on_postgres() {
 async fn two_servers_on_one_postgres_share_a_job_without_labelling_an_item_twice() {
     const IMAGES: usize = 3000;
     let db = TestDb::postgres().await;
-    registry(&db.url).await;
+    register_test_model(&db.url).await;
     // Small claims and a short poll, so that both workers take part in a job this size.
     let jobs = JobWorkerConfig {
         claim_batch: 64,
@@ -427,7 +416,7 @@ async fn health(server: &TestServer, service: &str) -> i32 {
 async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps_serving() {
     const JOBS: &str = "aelabel.v1.LabelJobs";
     let db = TestDb::postgres().await;
-    registry(&db.url).await;
+    register_test_model(&db.url).await;
     let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let server = registry_server(&db.url_via(proxy.addr), JobWorkerConfig::default()).await;
     let mut client = jobs_client(&server).await;
@@ -588,7 +577,7 @@ async fn reflection_describes_label_jobs_and_health_reports_it() {
         ServerReflectionRequest,
     };
     let db = TestDb::sqlite();
-    registry(&db.url).await;
+    register_test_model(&db.url).await;
     let server = registry_server(&db.url, JobWorkerConfig::default()).await;
     let mut client = ServerReflectionClient::new(server.channel().await);
     let request = ServerReflectionRequest {
@@ -620,14 +609,43 @@ async fn reflection_describes_label_jobs_and_health_reports_it() {
     server.shutdown().await;
 }
 
-/// Adds the 10,000 t10k images through one stream and waits until they are labelled; prints
-/// the rates. A measurement, not a check: `cargo test --release --test label_jobs -- --ignored
+/// All 70,000 Fashion-MNIST images (the 60,000 training images, then the 10,000 test images),
+/// read with the crate's IDX reader.
+fn all_fashion_mnist() -> Vec<u8> {
+    let dir = common::data_dir();
+    let mut pixels = Vec::with_capacity(70_000 * 784);
+    for file in ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"] {
+        let images = aelabel::data::read_idx_images(&dir.join(file)).unwrap();
+        pixels.extend_from_slice(&images.pixels);
+    }
+    pixels
+}
+
+/// Times one bulk job end to end on the database of `db`: create, AddImages of all 70,000
+/// Fashion-MNIST images through one stream (500 a message), every item labelled, the whole
+/// export read. Prints one `bulk-job` line of figures that `benches/job_bulk.sh` reads. A
+/// measurement, not a check: `cargo test --release --test label_jobs -- --ignored
 /// --nocapture`.
 async fn bulk_rate(db: TestDb, what: &str) {
-    const IMAGES: usize = 10_000;
-    registry(&db.url).await;
+    const IMAGES: usize = 70_000;
+    const BULK_CHUNK: usize = 500;
+    register_test_model(&db.url).await;
     let server = registry_server(&db.url, JobWorkerConfig::default()).await;
     let mut client = jobs_client(&server).await;
+    let pixels = all_fashion_mnist();
+    assert_eq!(pixels.len(), IMAGES * 784);
+    let ids: Vec<usize> = (0..IMAGES).collect();
+    let messages: Vec<pb::AddImagesRequest> = ids
+        .chunks(BULK_CHUNK)
+        .map(|chunk| pb::AddImagesRequest {
+            job_id: String::new(),
+            images: chunk
+                .iter()
+                .map(|&i| raw_image(&format!("id-{i}"), &pixels[i * 784..(i + 1) * 784]))
+                .collect(),
+        })
+        .collect();
+    let started = std::time::Instant::now();
     let id = client
         .create_job(pb::CreateJobRequest {
             name: "bulk".into(),
@@ -638,20 +656,22 @@ async fn bulk_rate(db: TestDb, what: &str) {
         .unwrap()
         .into_inner()
         .id;
-    let (pixels, _) = test_images(IMAGES);
-    let started = std::time::Instant::now();
-    add(&mut client, messages(&id, &pixels, 0..IMAGES))
-        .await
-        .unwrap();
-    let added = started.elapsed();
+    let messages = messages.into_iter().map(|mut m| {
+        m.job_id.clone_from(&id);
+        m
+    });
+    let added = add(&mut client, messages.collect()).await.unwrap();
+    assert_eq!(added.added, IMAGES as u64);
+    let added_s = started.elapsed().as_secs_f64();
     labelled(&client, &id).await;
-    let done = started.elapsed();
+    let labelled_s = started.elapsed().as_secs_f64();
+    let rows = export(&mut client, &id).await;
+    assert_eq!(rows.len(), IMAGES);
+    let total_s = started.elapsed().as_secs_f64();
     println!(
-        "{what}: {IMAGES} images added in {:.2} s ({:.0}/s), labelled after {:.2} s ({:.0}/s end to end)",
-        added.as_secs_f64(),
-        IMAGES as f64 / added.as_secs_f64(),
-        done.as_secs_f64(),
-        IMAGES as f64 / done.as_secs_f64()
+        "bulk-job backend={what} images={IMAGES} added_s={added_s:.3} labelled_s={labelled_s:.3} \
+         exported_s={total_s:.3} images_per_s={:.0}",
+        IMAGES as f64 / total_s
     );
     server.shutdown().await;
 }

@@ -17,7 +17,7 @@ use crate::inference::{Engine, EngineConfig, NoObserver, Task};
 use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
 use crate::progress::Progress;
-use crate::service::{shutdown_signal, Application, ModelSource, ServeConfig};
+use crate::service::{shutdown_signal, Application, JobWorkerConfig, ModelSource, ServeConfig};
 use crate::store::Store;
 use crate::telemetry::LogFormat;
 use crate::train::bench::bench_train;
@@ -119,6 +119,18 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10.0, env = "AELABEL_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: f64,
+    /// Label-job items the worker claims, labels and records at once (a smaller batch
+    /// commits progress more often; a larger one makes fewer database round trips).
+    #[arg(long, default_value_t = 1024, env = "AELABEL_JOB_BATCH", value_parser = parse_positive)]
+    pub job_batch: usize,
+    /// Seconds a worker's claim on label-job items holds before another worker (or this
+    /// one, after a restart) may take the items over.
+    #[arg(long, default_value_t = 60.0, env = "AELABEL_JOB_CLAIM_SECS")]
+    pub job_claim_secs: f64,
+    /// How often the worker looks for pending label-job items it was not told about
+    /// (images added through another server), in milliseconds.
+    #[arg(long, default_value_t = 500, env = "AELABEL_JOB_POLL_MS", value_parser = parse_positive)]
+    pub job_poll_ms: usize,
 }
 
 /// Flags of `aelabel label`.
@@ -398,7 +410,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_image_side: args.max_image_side,
         max_decode_bytes: (args.max_decode_mib as u64) << 20,
         shutdown_grace: seconds(args.shutdown_grace_secs, "--shutdown-grace-secs")?,
-        jobs: crate::service::JobWorkerConfig::default(),
+        jobs: JobWorkerConfig {
+            claim_batch: args.job_batch,
+            lease: seconds(args.job_claim_secs, "--job-claim-secs")?,
+            poll: Duration::from_millis(args.job_poll_ms as u64),
+        },
     };
     runtime()?.block_on(async move {
         let stop = shutdown_signal();

@@ -24,6 +24,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a query waits for a free or new connection before reporting the database down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The most memory SQLite's page cache may take, in KiB (its connection is the only one).
+const SQLITE_CACHE_KIB: u32 = 32 << 10;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -189,6 +192,12 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        // Up to 32 MiB of pages in memory (SQLite's default is 2 MiB): a
+                        // job's image-hash index takes inserts all over, and with the small
+                        // cache most of them re-read a page from the OS.
+                        sqlx::query(&format!("PRAGMA cache_size = -{}", SQLITE_CACHE_KIB))
                             .execute(&mut *conn)
                             .await?;
                     }

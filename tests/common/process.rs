@@ -23,6 +23,17 @@ pub fn serve_command(model: &Path) -> Command {
     command
 }
 
+/// `aelabel serve` like [`serve_command`], but following the registry at `database_url` (so
+/// it also answers `LabelJobs` and runs the job worker) instead of serving one file.
+pub fn registry_serve_command(database_url: &str) -> Command {
+    let mut command = super::clean_command();
+    command
+        .args(["serve", "--log-format", "json", "--threads", "1"])
+        .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--database-url", database_url]);
+    command
+}
+
 /// A running `aelabel serve`; dropping it kills the process.
 pub struct ServerProcess {
     pid: u32,
@@ -110,6 +121,12 @@ impl ServerProcess {
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         self.signal("-TERM");
+    }
+
+    /// Sends SIGKILL (no shutdown, no flushing) and waits until the process is gone.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.signal("-KILL");
+        self.wait_exit(Duration::from_secs(10))
     }
 
     fn signal(&self, which: &str) {

@@ -72,6 +72,23 @@ pub fn second_model_path() -> &'static Path {
     MODEL.get_or_init(|| train_test_model(Some(11)))
 }
 
+/// Registers the test model ([`model_path`]) in the registry at `url`, where it becomes the
+/// active version; returns that version.
+pub async fn register_test_model(url: &str) -> String {
+    use aelabel::store::{NewModel, Store};
+    let store = Store::connect(url).await.expect("the registry opens");
+    let path = model_path();
+    let (model, sha256) =
+        aelabel::model::Model::load_with_sha256(path).expect("the test model loads");
+    let record = NewModel::from_checkpoint(&model.meta, path.to_path_buf(), sha256);
+    store
+        .register_model(&record)
+        .await
+        .expect("the test model registers");
+    store.close().await;
+    record.version
+}
+
 /// Server settings for tests: loopback port 0, metrics on, small limits.
 pub fn config() -> ServeConfig {
     ServeConfig {

@@ -5,7 +5,7 @@
 # checks the image: its entrypoint binary, run from the image's own root filesystem as the
 # image's user, must print `aelabel <version>`.
 #
-# usage: deploy/build-image.sh            (root, or a user with sudo to install buildah)
+# usage: deploy/build-image.sh            (as root; a user with sudo is switched to root)
 # env:   AELABEL_BIN  the binary to pack [default: $CARGO_TARGET_DIR or target, /release/aelabel]
 #        IMAGE        the image name [default: aelabel]
 # Storage is buildah's usual one (/var/lib/containers/storage) with the vfs driver, which needs
@@ -19,9 +19,10 @@ bin=${AELABEL_BIN:-${CARGO_TARGET_DIR:-target}/release/aelabel}
 version=$(sed -n '/^\[package\]/,/^\[/ s/^version = "\(.*\)"/\1/p' Cargo.toml)
 [ -n "$version" ] || { echo "error: no version in Cargo.toml's [package]" >&2; exit 1; }
 
+# buildah mounts the image and chowns its files: root. CI runs as root, where sudo may be absent.
 if [ "$(id -u)" -ne 0 ]; then
-  echo "error: build-image.sh runs as root (buildah needs to mount the image and chown its files); run it with sudo" >&2
-  exit 1
+  command -v sudo >/dev/null || { echo "error: build-image.sh needs root (buildah mounts the image and chowns its files) and sudo is missing" >&2; exit 1; }
+  exec sudo --preserve-env=AELABEL_BIN,IMAGE,CARGO_TARGET_DIR bash "$0" "$@"
 fi
 if ! command -v buildah >/dev/null; then
   echo "installing buildah with apt-get"

@@ -59,7 +59,10 @@ fn venv() -> &'static Path {
             KUBERNETES_VALIDATE,
         ]);
         let (code, out, err) = common::output_within(install);
-        assert_eq!(code, 0, "pip install {KUBERNETES_VALIDATE} failed:\n{out}{err}");
+        assert_eq!(
+            code, 0,
+            "pip install {KUBERNETES_VALIDATE} failed:\n{out}{err}"
+        );
         std::fs::write(&marker, KUBERNETES_VALIDATE).expect("the venv's marker file");
         venv
     })
@@ -168,7 +171,10 @@ fn every_kustomization_renders_and_validates_against_kubernetes_schemas() {
 fn the_validator_refuses_a_misspelt_field() {
     let yaml = render("base").replace("readinessProbe:", "readinesProbe:");
     let (passed, said) = validate(&yaml);
-    assert!(!passed, "a Deployment with `readinesProbe` validated:\n{said}");
+    assert!(
+        !passed,
+        "a Deployment with `readinesProbe` validated:\n{said}"
+    );
     assert!(said.contains("readinesProbe"), "{said}");
 }
 
@@ -272,14 +278,18 @@ fn manifests_set_only_variables_aelabel_reads() {
             ("Deployment", "aelabel", &serve),
             ("Job", "aelabel-train", &pipeline),
         ] {
-            let env = &get(&objects, kind, name)["spec"]["template"]["spec"]["containers"][0]["env"];
+            let env =
+                &get(&objects, kind, name)["spec"]["template"]["spec"]["containers"][0]["env"];
             for variable in env.as_array().expect("an env list") {
                 let variable = variable["name"].as_str().expect("a name");
                 // AELABEL_HOME is read by every command (config::aelabel_home), not a flag.
                 let read = variable == "AELABEL_HOME"
                     || variable == "POD_NAME"
                     || accepted.contains(variable);
-                assert!(read, "{kustomization}: {kind} {name} sets {variable}, which aelabel does not read");
+                assert!(
+                    read,
+                    "{kustomization}: {kind} {name} sets {variable}, which aelabel does not read"
+                );
             }
         }
     }
@@ -289,7 +299,8 @@ fn manifests_set_only_variables_aelabel_reads() {
 fn overlays_differ_as_their_readme_says() {
     let single = rendered("overlays/single-node");
     let cluster = rendered("overlays/cluster");
-    let replicas = |objects: &[Value]| get(objects, "Deployment", "aelabel")["spec"]["replicas"].clone();
+    let replicas =
+        |objects: &[Value]| get(objects, "Deployment", "aelabel")["spec"]["replicas"].clone();
     let access = |objects: &[Value]| {
         get(objects, "PersistentVolumeClaim", "aelabel-home")["spec"]["accessModes"].clone()
     };
@@ -307,7 +318,10 @@ fn overlays_differ_as_their_readme_says() {
     assert!(find(&single, "HorizontalPodAutoscaler", "aelabel").is_none());
     assert!(find(&single, "PodDisruptionBudget", "aelabel").is_none());
     assert_eq!(access(&single), serde_json::json!(["ReadWriteOnce"]));
-    assert_eq!(database_url(&single, "Deployment", "aelabel")["optional"], true);
+    assert_eq!(
+        database_url(&single, "Deployment", "aelabel")["optional"],
+        true
+    );
 
     assert_eq!(replicas(&cluster), 3);
     let hpa = get(&cluster, "HorizontalPodAutoscaler", "aelabel");
@@ -320,8 +334,8 @@ fn overlays_differ_as_their_readme_says() {
         assert_eq!(secret["name"], "aelabel-database", "{kind} {name}");
         assert_eq!(secret["optional"], false, "{kind} {name}");
     }
-    let annotations = &get(&cluster, "Deployment", "aelabel")["spec"]["template"]["metadata"]
-        ["annotations"];
+    let annotations =
+        &get(&cluster, "Deployment", "aelabel")["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(
         annotations["prometheus.io/port"],
@@ -330,7 +344,10 @@ fn overlays_differ_as_their_readme_says() {
 
     for objects in [&single, &cluster] {
         let job = get(objects, "Job", "aelabel-train");
-        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["args"], serde_json::json!(["pipeline"]));
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["args"],
+            serde_json::json!(["pipeline"])
+        );
         // The Job and the servers share one AELABEL_HOME volume: models trained there are
         // found at the same path by every server.
         let claim = |kind: &str, name: &str| {

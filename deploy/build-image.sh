@@ -79,6 +79,8 @@ entrypoint=$(bah inspect --format '{{.OCIv1.Config.Entrypoint}}' "$ctr")
 [ "$entrypoint" = '[aelabel]' ] || { echo "error: the image's entrypoint is $entrypoint, not [aelabel]" >&2; exit 1; }
 user=$(bah inspect --format '{{.OCIv1.Config.User}}' "$ctr")
 [ "$user" = "$uid:$uid" ] || { echo "error: the image runs as '$user', not $uid:$uid" >&2; exit 1; }
+owner=$(stat -c %u:%g "$mnt/data")
+[ "$owner" = "$uid:$uid" ] || { echo "error: the image's /data belongs to $owner, not $uid:$uid" >&2; exit 1; }
 said=$(env -i PATH=/usr/local/bin AELABEL_HOME=/data "$(command -v chroot)" --userspec="$uid:$uid" "$mnt" aelabel --version 2>&1) || {
   echo "error: the image's aelabel does not start from its own root filesystem: $said" >&2
   exit 1

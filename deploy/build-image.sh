@@ -88,5 +88,5 @@ said=$(env -i PATH=/usr/local/bin AELABEL_HOME=/data "$(command -v chroot)" --us
 [ "$said" = "aelabel $version" ] || { echo "error: the image's aelabel --version printed '$said', expected 'aelabel $version'" >&2; exit 1; }
 bah umount "$ctr" >/dev/null
 
-size=$(bah images --format '{{.Size}}' "$image:latest" | head -n 1)
+size=$(bah images --format '{{.Size}}' "$image:latest" | awk 'NR == 1')
 echo "built $image:$version and $image:latest ($size, $(($(date +%s) - start)) s); its entrypoint answers: $said"

@@ -6,7 +6,7 @@
 # `cargo build --release` made) and by deploy/Dockerfile (in its builder stage), so both images
 # hold the same files.
 #
-# usage: deploy/image-rootfs.sh BINARY DEST [UID]
+# usage: deploy/image-rootfs.sh BINARY DEST [UID]      (as root: it chowns and chroots)
 set -euo pipefail
 
 bin=${1:?usage: image-rootfs.sh BINARY DEST [UID]}
@@ -22,7 +22,9 @@ install -m 0755 "$bin" "$dest/usr/local/bin/aelabel"
 # Every library the binary needs, at the path the loader will look for it, as a real file
 # (cp -L), plus the loader itself. A statically linked binary lists none and needs none.
 if ldd "$bin" >/dev/null 2>&1; then
-  ldd "$bin" | awk '/=> \// { print $3 } /^\s*\/[^ ]+ \(0x/ { print $1 }' | while read -r lib; do
+  # "libc.so.6 => /lib/…/libc.so.6 (0x…)" gives the library; "/lib64/ld-linux-… (0x…)" the
+  # loader. POSIX classes only: Debian's default awk is mawk.
+  ldd "$bin" | awk '/=> \// { print $3 } /^[ \t]*\/[^ ]+ \(0x/ { print $1 }' | while read -r lib; do
     mkdir -p "$dest$(dirname "$lib")"
     cp -L "$lib" "$dest$lib"
   done
@@ -44,3 +46,9 @@ echo "hosts: files dns" > "$dest/etc/nsswitch.conf"
 chown "$uid:$uid" "$dest/data"
 chmod 0750 "$dest/data"
 chmod 1777 "$dest/tmp"
+
+# The binary must start with nothing but these files (a missing library or loader fails here).
+said=$(env -i "$(command -v chroot)" --userspec="$uid:$uid" "$dest" /usr/local/bin/aelabel --version 2>&1) || {
+  echo "error: aelabel does not start inside $dest: $said" >&2
+  exit 1
+}

@@ -17,7 +17,10 @@ use crate::inference::{Engine, EngineConfig, NoObserver, Task};
 use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
 use crate::progress::Progress;
-use crate::service::{shutdown_signal, Application, JobWorkerConfig, ModelSource, ServeConfig};
+use crate::service::{
+    shutdown_signal, Application, JobWorkerConfig, ModelSource, ServeConfig, DEFAULT_GRPC_PORT,
+    DEFAULT_METRICS_PORT,
+};
 use crate::store::Store;
 use crate::telemetry::LogFormat;
 use crate::train::bench::bench_train;
@@ -86,10 +89,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000, env = "AELABEL_REGISTRY_POLL_MS", value_parser = parse_positive)]
     pub registry_poll_ms: usize,
     /// gRPC listen address.
-    #[arg(long, default_value = "0.0.0.0:50051", env = "AELABEL_ADDR")]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT)), env = "AELABEL_ADDR")]
     pub addr: SocketAddr,
     /// Prometheus `/metrics` listen address.
-    #[arg(long, default_value = "0.0.0.0:9090", env = "AELABEL_METRICS_ADDR")]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)), env = "AELABEL_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
     /// Turn the metrics endpoint off.
     #[arg(long, env = "AELABEL_NO_METRICS")]

@@ -59,9 +59,6 @@ pub(crate) struct JobWorker {
     pub stopping: watch::Receiver<bool>,
 }
 
-/// The health service name of `LabelJobs`.
-pub(crate) const SERVICE_NAME: &str = "aelabel.v1.LabelJobs";
-
 impl JobWorker {
     /// Works until shutdown begins.
     pub(crate) async fn run(mut self) {
@@ -76,7 +73,9 @@ impl JobWorker {
                 } else {
                     ServingStatus::NotServing
                 };
-                self.reporter.set_service_status(SERVICE_NAME, status).await;
+                self.reporter
+                    .set_service_status(super::LABEL_JOBS_HEALTH_NAME, status)
+                    .await;
                 database_up = Some(up);
             }
             if let Err(e) = round {
@@ -93,7 +92,7 @@ impl JobWorker {
             }
         }
         self.reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .set_service_status(super::LABEL_JOBS_HEALTH_NAME, ServingStatus::NotServing)
             .await;
     }
 

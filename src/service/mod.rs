@@ -41,6 +41,27 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+/// The gRPC port `aelabel serve` listens on unless `--addr` says otherwise; the port the
+/// Kubernetes probes in `deploy/k8s/` ask.
+pub const DEFAULT_GRPC_PORT: u16 = 50051;
+
+/// The Prometheus `/metrics` port unless `--metrics-addr` says otherwise.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+
+/// The `grpc.health.v1` name of the whole server: what a probe that names no service asks.
+/// It follows the Labeller, so liveness fails only when the process stops answering at all
+/// or is shutting down.
+pub const SERVER_HEALTH_NAME: &str = "";
+
+/// The `grpc.health.v1` name of the Labeller: `SERVING` while a warmed-up model answers and
+/// the engine is alive (what readiness asks).
+pub const LABELLER_HEALTH_NAME: &str =
+    <LabellerServer<LabellerService> as tonic::server::NamedService>::NAME;
+
+/// The `grpc.health.v1` name of `LabelJobs`: `SERVING` while the job database answers.
+pub const LABEL_JOBS_HEALTH_NAME: &str =
+    <LabelJobsServer<LabelJobsService> as tonic::server::NamedService>::NAME;
+
 /// How often a server serving a file checks its engine is alive.
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
@@ -289,7 +310,7 @@ impl Application {
         });
         if label_jobs.is_some() {
             reporter
-                .set_service_status(job_worker::SERVICE_NAME, ServingStatus::NotServing)
+                .set_service_status(LABEL_JOBS_HEALTH_NAME, ServingStatus::NotServing)
                 .await;
         }
 
@@ -390,13 +411,12 @@ impl Application {
 }
 
 async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
-    // "" is the whole server (what probes ask by default); the Labeller follows the model.
-    reporter.set_service_status("", status).await;
+    // The whole server (what probes ask by default) and the Labeller both follow the model.
     reporter
-        .set_service_status(
-            <LabellerServer<LabellerService> as tonic::server::NamedService>::NAME,
-            status,
-        )
+        .set_service_status(SERVER_HEALTH_NAME, status)
+        .await;
+    reporter
+        .set_service_status(LABELLER_HEALTH_NAME, status)
         .await;
 }
 

@@ -244,3 +244,30 @@ fn db_migrate_creates_the_schema_and_serve_without_a_model_says_what_to_do() {
     assert!(stderr.contains("no model is registered yet"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// Managed Postgres services usually require TLS: `sslmode=require` must connect over TLS
+/// (rustls with bundled web PKI roots, so the image needs no OpenSSL or CA files), and the
+/// registry works through it.
+#[tokio::test]
+async fn postgres_with_sslmode_require_connects_over_tls() {
+    let db = TestDb::postgres().await;
+    let url = format!("{}?sslmode=require", db.url);
+    let store = Store::connect(&url).await.unwrap();
+    let outcome = store
+        .register_model(&new_model("tls-1", Some(0.5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Registered::New { active: true });
+    store.close().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let ssl: bool = sqlx::Row::get(
+        &sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        0,
+    );
+    pool.close().await;
+    assert!(ssl, "the connection is encrypted");
+}

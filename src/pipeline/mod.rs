@@ -246,6 +246,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
         &data,
         &labelled_set,
         config.target_accuracy,
+        None,
         &mut rng,
         threads,
         observer,

@@ -157,10 +157,12 @@ pub fn config_of(
     })
 }
 
-/// Counts of how reviews joined the labelled set.
+/// How reviews joined the labelled set.
 struct Merged {
     outside_pool: usize,
     overriding: usize,
+    /// Per label (in `labelled_rows` order): whether it is an original label, not a review.
+    original: Vec<bool>,
 }
 
 /// Adds each review to the labelled set: an image already in the pool (by content) becomes
@@ -192,7 +194,9 @@ fn merge_reviews(
     let mut merged = Merged {
         outside_pool: 0,
         overriding: 0,
+        original: Vec::new(),
     };
+    let mut reviewed_rows = std::collections::HashSet::new();
     for (i, r) in reviews.iter().enumerate() {
         let class = *class_of.get(r.class_name.as_str()).ok_or_else(|| {
             PipelineError::Config(format!(
@@ -215,6 +219,7 @@ fn merge_reviews(
                 data.pool.len() - 1
             }
         };
+        reviewed_rows.insert(row);
         if label_of.insert(row, class).is_some_and(|old| old != class) {
             merged.overriding += 1;
         }
@@ -223,6 +228,11 @@ fn merge_reviews(
     let mut pairs: Vec<(usize, u32)> = label_of.into_iter().collect();
     pairs.sort_unstable();
     (data.labelled_rows, data.labels) = pairs.into_iter().unzip();
+    merged.original = data
+        .labelled_rows
+        .iter()
+        .map(|row| !reviewed_rows.contains(row))
+        .collect();
     Ok(merged)
 }
 
@@ -302,6 +312,9 @@ pub fn retrain(
         &data,
         &labelled_set,
         config.target_accuracy,
+        // The threshold is judged on the original labels, a random sample like the images
+        // the model will label; reviews are the model's hardest cases and only train.
+        Some(&merged.original),
         &mut rng,
         threads,
         observer,

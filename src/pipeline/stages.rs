@@ -176,7 +176,9 @@ pub struct Calibration {
 /// Calibrate stage: out-of-fold confidence and correctness for every labelled image (each fold
 /// predicted by a classifier trained with the full recipe on the other folds, its held-out
 /// images unlabelled like the rest of the pool), then the lowest threshold whose accepted
-/// predictions reach `target`. Only labelled images are used.
+/// predictions reach `target`. Only labelled images are used; when `judged` is given, only
+/// those marked `true` judge the threshold (all still train): a sample picked for being hard,
+/// such as least-confident reviews, would say little about the images the model will label.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     pretrained: &Network,
@@ -184,6 +186,7 @@ pub fn calibrate(
     data: &TrainingData,
     labelled: &ImageSet,
     target: f64,
+    judged: Option<&[bool]>,
     rng: &mut ChaCha8Rng,
     threads: usize,
     observer: &dyn Observer,
@@ -238,6 +241,12 @@ pub fn calibrate(
             correct[i] = p.0 == data.labels[i];
         }
     }
+    if let Some(judged) = judged {
+        let keep = |i: &usize| judged.get(*i).copied().unwrap_or(false);
+        confidence = (0..n).filter(keep).map(|i| confidence[i]).collect();
+        correct = (0..n).filter(keep).map(|i| correct[i]).collect();
+    }
+    let n = correct.len();
     let threshold = choose_threshold(&confidence, &correct, target);
     Calibration {
         folds,

@@ -253,10 +253,9 @@ async fn a_server_killed_mid_job_on_sqlite_leaves_every_item_labelled_exactly_on
     a_killed_server_leaves_a_job_that_a_new_one_finishes(TestDb::sqlite()).await;
 }
 
-/// Over a minute on a loaded 2-core machine (the Postgres worker's claims slow down as the job
-/// fills), so not part of the default run: `cargo test --release --test job_crash -- --ignored`.
+/// About 35 s on a loaded 2-core machine since claims walk `items_to_claim` (over a minute when
+/// they walked the primary key past every labelled item).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "takes over a minute; run with --ignored"]
 async fn a_server_killed_mid_job_on_postgres_leaves_every_item_labelled_exactly_once() {
     a_killed_server_leaves_a_job_that_a_new_one_finishes(TestDb::postgres().await).await;
 }

@@ -452,17 +452,26 @@ async fn record_predictions_postgres(
         .bind(worker_id)
         .bind(ItemStatus::Pending.as_str());
     for item in items {
-        let p = &item.prediction;
-        query = query
-            .bind(&item.job_id)
-            .bind(item.seq)
-            .bind(ItemStatus::of_prediction(p).as_str())
-            .bind(i64::try_from(p.class_index).unwrap_or(i64::MAX))
-            .bind(f64::from(p.confidence))
-            .bind(probability_bytes(p))
-            .bind(&item.model_version);
+        query = bind_prediction(query, item);
     }
     Ok(query.execute(&mut **tx).await?.rows_affected())
+}
+
+/// Binds one labelled item's row of a multi-row record statement: job, seq, status, class,
+/// confidence, probabilities, model version (the `VALUES` column order of both backends).
+fn bind_prediction<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    item: &'q LabelledItem,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let p = &item.prediction;
+    query
+        .bind(&item.job_id)
+        .bind(item.seq)
+        .bind(ItemStatus::of_prediction(p).as_str())
+        .bind(i64::try_from(p.class_index).unwrap_or(i64::MAX))
+        .bind(f64::from(p.confidence))
+        .bind(probability_bytes(p))
+        .bind(&item.model_version)
 }
 
 /// [`record_predictions_postgres`] for SQLite, whose `VALUES` take no column names or casts:
@@ -489,15 +498,7 @@ async fn record_predictions_sqlite(
     );
     let mut query = sqlx::query(&sql);
     for item in items {
-        let p = &item.prediction;
-        query = query
-            .bind(&item.job_id)
-            .bind(item.seq)
-            .bind(ItemStatus::of_prediction(p).as_str())
-            .bind(i64::try_from(p.class_index).unwrap_or(i64::MAX))
-            .bind(f64::from(p.confidence))
-            .bind(probability_bytes(p))
-            .bind(&item.model_version);
+        query = bind_prediction(query, item);
     }
     let query = query
         .bind(worker_id)

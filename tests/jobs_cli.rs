@@ -204,6 +204,34 @@ async fn jobs_commands_create_add_review_and_export_with_exact_shapes() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stored 3 reviews"), "{out}");
 
+    // A file whose rows are checked before anything is sent: a good first row and an empty
+    // class in the second stores neither.
+    let partial = dir.path().join("partial.csv");
+    std::fs::write(
+        &partial,
+        format!("id,class\n{},Bag\n{},\n", queue[3].id, queue[4].id),
+    )
+    .unwrap();
+    let (code, _, err) = aelabel(
+        args(&[
+            "jobs",
+            "review",
+            "--server",
+            &url,
+            &job,
+            "--csv",
+            &partial.display().to_string(),
+        ]),
+        "",
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("row 3") && err.contains("must not be empty"),
+        "{err}"
+    );
+    assert_eq!(get_job(&mut c, &job).await.counts.unwrap().reviewed, 3);
+
     // A class the model does not have: refused, naming the row; nothing of it stored.
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, format!("id,class\n{},Unicorn\n", queue[3].id)).unwrap();

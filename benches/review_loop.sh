@@ -29,7 +29,7 @@ else
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server_url=127.0.0.1:$port
-"$bin" serve --addr "$server_url" --no-metrics 2> "$work/serve.log" &
+"$bin" serve --addr "$server_url" --no-http 2> "$work/serve.log" &
 server=$!
 job=""
 for _ in $(seq 300); do

@@ -21,7 +21,7 @@ for seed in 1 2; do
     --out "$work/m$seed" > "$work/train$seed.log"
 done
 mapfile -t versions < <("$bin" models list --json | python3 -c 'import json,sys; [print(m["version"]) for m in json.load(sys.stdin)]')
-"$bin" serve --addr 127.0.0.1:50071 --no-metrics --threads 1 2> "$work/serve.log" &
+"$bin" serve --addr 127.0.0.1:50071 --no-http --threads 1 2> "$work/serve.log" &
 server=$!
 until grep -q '"serving"\|serving' "$work/serve.log"; do sleep 0.2; done
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); versions ${versions[*]}"

@@ -165,7 +165,7 @@ fn errors_say_their_cause_once() {
         "serve",
         "--model",
         "/nonexistent/m.safetensors",
-        "--no-metrics",
+        "--no-http",
     ]);
     assert_ne!(code, 0);
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");

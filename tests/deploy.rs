@@ -8,7 +8,7 @@
 mod common;
 
 use aelabel::service::{
-    DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, LABELLER_HEALTH_NAME, SERVER_HEALTH_NAME,
+    DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, LABELLER_HEALTH_NAME, SERVER_HEALTH_NAME,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -203,7 +203,7 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
             container["ports"],
             serde_json::json!([
                 {"name": "grpc", "containerPort": DEFAULT_GRPC_PORT},
-                {"name": "metrics", "containerPort": DEFAULT_METRICS_PORT},
+                {"name": "http", "containerPort": DEFAULT_HTTP_PORT},
             ]),
             "{kustomization}"
         );
@@ -214,8 +214,8 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
             "{kustomization}"
         );
         assert_eq!(
-            serve["AELABEL_METRICS_ADDR"],
-            format!("0.0.0.0:{DEFAULT_METRICS_PORT}"),
+            serve["AELABEL_HTTP_ADDR"],
+            format!("0.0.0.0:{DEFAULT_HTTP_PORT}"),
             "{kustomization}"
         );
         let drain: f64 = serve["AELABEL_SHUTDOWN_GRACE_SECS"]
@@ -339,7 +339,7 @@ fn overlays_differ_as_their_readme_says() {
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(
         annotations["prometheus.io/port"],
-        DEFAULT_METRICS_PORT.to_string()
+        DEFAULT_HTTP_PORT.to_string()
     );
 
     for objects in [&single, &cluster] {

@@ -144,7 +144,7 @@ fn a_folder_of_rgb_images_trains_serves_its_class_names_and_labels_its_test_fold
 
     // The guard kills the server even when an assertion fails.
     let mut command = serve_command(&out.join("model.safetensors"));
-    command.arg("--no-metrics");
+    command.arg("--no-http");
     let server = ServerProcess::spawn(command);
     let addr = server.addr.to_string();
     let labels_csv = dir.path().join("labels.csv");

@@ -80,7 +80,7 @@ async fn wait_for_version(server: &TestServer, version: &str, since: Instant) ->
 /// The value of one exact series on the server's `/metrics`.
 async fn metric(server: &TestServer, series: &str) -> Option<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.metrics_addr)
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr)
         .await
         .unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")

@@ -238,7 +238,7 @@ fn db_migrate_creates_the_schema_and_serve_without_a_model_says_what_to_do() {
         &db.url,
         "--addr",
         "127.0.0.1:0",
-        "--no-metrics",
+        "--no-http",
     ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no model is registered yet"), "{stderr}");

@@ -1,4 +1,4 @@
-//! `aelabel serve` as a process: SIGTERM with calls in flight, `--no-metrics`, and the
+//! `aelabel serve` as a process: SIGTERM with calls in flight, `--no-http`, and the
 //! `AELABEL_*` variables. Each test runs the real binary on port 0 behind a guard that kills
 //! it if the test fails, and waits on what the server shows (logs, health, `/metrics`).
 
@@ -59,7 +59,7 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_cuts_what_outlast
         command.args(["--max-batch", "2", "--max-queue-delay-us", "60000000"]);
         command.args(["--shutdown-grace-secs", "2"]);
         let mut server = ServerProcess::spawn(command);
-        let metrics = server.metrics_addr.expect("metrics on");
+        let metrics = server.http_addr.expect("metrics on");
         let connection = channel(server.addr).await;
         let mut health = HealthClient::new(connection.clone());
         // Watches of the Labeller and of the whole server ("").
@@ -164,25 +164,34 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_cuts_what_outlast
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_metrics_leaves_only_the_grpc_port_open() {
+async fn no_http_leaves_only_the_grpc_port_open() {
     within(LIMIT, async {
         let with_metrics = ServerProcess::spawn(serve_command(model_path()));
-        let metrics = with_metrics.metrics_addr.expect("metrics on by default");
+        let metrics = with_metrics.http_addr.expect("metrics on by default");
         let mut both = vec![with_metrics.addr.port(), metrics.port()];
         both.sort_unstable();
         assert_eq!(with_metrics.listening_ports(), both);
         drop(with_metrics);
 
-        let mut flag = serve_command(model_path());
-        flag.arg("--no-metrics");
-        let mut by_env = serve_command(model_path());
-        by_env.env("AELABEL_NO_METRICS", "true");
-        for (how, command) in [("--no-metrics", flag), ("AELABEL_NO_METRICS", by_env)] {
+        // The new names and the older ones from when the port served only metrics.
+        let flag = |name: &str| {
+            let mut command = serve_command(model_path());
+            command.arg(name);
+            command
+        };
+        let env = |name: &str| {
+            let mut command = serve_command(model_path());
+            command.env(name, "true");
+            command
+        };
+        for (how, command) in [
+            ("--no-http", flag("--no-http")),
+            ("--no-metrics", flag("--no-metrics")),
+            ("AELABEL_NO_HTTP", env("AELABEL_NO_HTTP")),
+            ("AELABEL_NO_METRICS", env("AELABEL_NO_METRICS")),
+        ] {
             let server = ServerProcess::spawn(command);
-            assert_eq!(
-                server.metrics_addr, None,
-                "{how}: it logged a metrics address"
-            );
+            assert_eq!(server.http_addr, None, "{how}: it logged a metrics address");
             assert_eq!(server.listening_ports(), vec![server.addr.port()], "{how}");
             // The one port is the gRPC port, and it answers.
             let info = LabellerClient::new(channel(server.addr).await)
@@ -211,7 +220,7 @@ async fn aelabel_variables_configure_the_server() {
         command.arg("serve").envs([
             ("AELABEL_MODEL", model_path().to_str().unwrap()),
             ("AELABEL_ADDR", "127.0.0.1:0"),
-            ("AELABEL_METRICS_ADDR", "127.0.0.1:0"),
+            ("AELABEL_HTTP_ADDR", "127.0.0.1:0"),
             ("AELABEL_LOG_FORMAT", "json"),
             ("AELABEL_THREADS", "2"),
             ("AELABEL_MAX_BATCH", "2"),
@@ -222,9 +231,9 @@ async fn aelabel_variables_configure_the_server() {
             ("AELABEL_MAX_DECODE_MIB", "1"),
             ("AELABEL_SHUTDOWN_GRACE_SECS", "1"),
         ]);
-        // JSON logs naming both bound ports show AELABEL_LOG_FORMAT, _ADDR and _METRICS_ADDR.
+        // JSON logs naming both bound ports show AELABEL_LOG_FORMAT, _ADDR and _HTTP_ADDR.
         let mut server = ServerProcess::spawn(command);
-        let metrics = server.metrics_addr.expect("AELABEL_METRICS_ADDR");
+        let metrics = server.http_addr.expect("AELABEL_HTTP_ADDR");
         // A thread is named once it runs, so wait for the pool's threads to show up.
         let pid = server.pid();
         eventually(

@@ -146,7 +146,7 @@ async fn label_stream_whose_client_stops_reading_holds_a_bounded_number_of_messa
 
         // The client reads nothing: the server stops reading too, with five messages holding
         // slots and an empty engine queue, and the client can send no more.
-        let (taken, stalled) = wait_until_stalled(server.metrics_addr, &pulled).await;
+        let (taken, stalled) = wait_until_stalled(server.http_addr, &pulled).await;
         assert!(
             taken < messages / 4,
             "the client could send {taken} of {messages} messages without any being read"
@@ -172,8 +172,7 @@ async fn label_stream_whose_client_stops_reading_holds_a_bounded_number_of_messa
             }
         }
         assert_eq!(seen, messages * per_message);
-        let done =
-            wait_for_metric(server.metrics_addr, "aelabel_in_flight_requests", &[], 0.0).await;
+        let done = wait_for_metric(server.http_addr, "aelabel_in_flight_requests", &[], 0.0).await;
         assert_eq!(
             done.value(
                 "aelabel_requests_total",
@@ -202,13 +201,12 @@ async fn label_stream_client_that_disconnects_mid_stream_frees_its_slots() {
             .await
             .unwrap()
             .into_inner();
-        wait_until_stalled(server.metrics_addr, &pulled).await;
+        wait_until_stalled(server.http_addr, &pulled).await;
 
         // The connection goes away mid-stream: the server drops the stream's queued messages
         // and gives back every slot.
         proxy.cut();
-        let freed =
-            wait_for_metric(server.metrics_addr, "aelabel_in_flight_requests", &[], 0.0).await;
+        let freed = wait_for_metric(server.http_addr, "aelabel_in_flight_requests", &[], 0.0).await;
         assert_eq!(freed.value("aelabel_queue_images", &[]), 0.0);
         drop(answers);
 
@@ -242,7 +240,7 @@ async fn every_unary_method_over_max_in_flight_gets_resource_exhausted() {
         let one = wire_images(&pixels[..784], "held-");
         let held =
             tokio::spawn(async move { holder.encode(pb::EncodeRequest { images: one }).await });
-        wait_for_metric(server.metrics_addr, "aelabel_in_flight_requests", &[], 1.0).await;
+        wait_for_metric(server.http_addr, "aelabel_in_flight_requests", &[], 1.0).await;
 
         let mut client = server.client().await;
         let images = || wire_images(&pixels[..784], "x-");
@@ -307,7 +305,7 @@ async fn every_unary_method_over_max_in_flight_gets_resource_exhausted() {
                 "{method}"
             );
         }
-        let counts = scrape(server.metrics_addr).await;
+        let counts = scrape(server.http_addr).await;
         for (method, refused) in [("Encode", 1.0), ("Reconstruct", 1.0), ("Label", 2.0)] {
             assert_eq!(
                 counts.value(
@@ -335,7 +333,7 @@ async fn every_unary_method_over_max_in_flight_gets_resource_exhausted() {
         assert_eq!(waited.predictions.len(), 2);
         assert_eq!(waited.predictions[0].id, "waited-0");
         drop(stream_tx);
-        wait_for_metric(server.metrics_addr, "aelabel_in_flight_requests", &[], 0.0).await;
+        wait_for_metric(server.http_addr, "aelabel_in_flight_requests", &[], 0.0).await;
         let response = client
             .encode(pb::EncodeRequest {
                 images: wire_images(&pixels, "after-"),
@@ -389,7 +387,7 @@ async fn concurrent_requests_are_merged_into_one_forward_pass() {
             }
         }
 
-        let metrics = scrape(server.metrics_addr).await;
+        let metrics = scrape(server.http_addr).await;
         let label = [("task", "label")];
         // Two passes of eight: the eight calls, then the single request.
         assert_eq!(metrics.value("aelabel_batch_images_count", &label), 2.0);
@@ -465,7 +463,7 @@ async fn metrics_count_a_known_sequence_of_calls_exactly() {
         drop(tx);
         assert!(answers.message().await.unwrap().is_none());
 
-        let m = scrape(server.metrics_addr).await;
+        let m = scrape(server.http_addr).await;
         let requests = [
             ("Encode", "OK", 1.0),
             ("Encode", "INVALID_ARGUMENT", 1.0),

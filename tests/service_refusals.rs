@@ -312,7 +312,7 @@ async fn every_documented_refusal_has_its_code_and_names_field_and_index() {
                     .unary(Method::Label, Bytes::from(body_of_one_good_image()))
                     .await
             });
-            until_in_flight(busy.metrics_addr, 1.0).await;
+            until_in_flight(busy.http_addr, 1.0).await;
             for &method in row.methods {
                 check(&mut busy_client, row, method).await;
             }

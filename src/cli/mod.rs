@@ -19,7 +19,7 @@ use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
 use crate::progress::Progress;
 use crate::service::{
     shutdown_signal, Application, JobWorkerConfig, ModelSource, ServeConfig, DEFAULT_GRPC_PORT,
-    DEFAULT_METRICS_PORT,
+    DEFAULT_HTTP_PORT,
 };
 use crate::store::Store;
 use crate::telemetry::LogFormat;
@@ -91,12 +91,23 @@ pub struct ServeArgs {
     /// gRPC listen address.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT)), env = "AELABEL_ADDR")]
     pub addr: SocketAddr,
-    /// Prometheus `/metrics` listen address.
-    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)), env = "AELABEL_METRICS_ADDR")]
-    pub metrics_addr: SocketAddr,
-    /// Turn the metrics endpoint off.
-    #[arg(long, env = "AELABEL_NO_METRICS")]
-    pub no_metrics: bool,
+    /// HTTP listen address: Prometheus `/metrics` and the other HTTP routes
+    /// (`--metrics-addr` is its older name) [default: 0.0.0.0:9090].
+    #[arg(long, alias = "metrics-addr", env = "AELABEL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// `AELABEL_METRICS_ADDR`, the older name of `AELABEL_HTTP_ADDR`, still honoured.
+    #[arg(
+        long = "legacy-metrics-addr",
+        hide = true,
+        env = "AELABEL_METRICS_ADDR"
+    )]
+    pub legacy_metrics_addr: Option<SocketAddr>,
+    /// Turn the HTTP port off: metrics and every HTTP route (`--no-metrics` is its older name).
+    #[arg(long, alias = "no-metrics", env = "AELABEL_NO_HTTP")]
+    pub no_http: bool,
+    /// `AELABEL_NO_METRICS`, the older name of `AELABEL_NO_HTTP`, still honoured.
+    #[arg(long = "legacy-no-metrics", hide = true, env = "AELABEL_NO_METRICS")]
+    pub legacy_no_metrics: bool,
     /// Threads for the matrix products (the engine's own pool).
     #[arg(long, default_value_t = default_threads(), env = "AELABEL_THREADS", value_parser = parse_positive)]
     pub threads: usize,
@@ -402,7 +413,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         },
         addr: args.addr,
-        metrics_addr: (!args.no_metrics).then_some(args.metrics_addr),
+        http_addr: (!(args.no_http || args.legacy_no_metrics)).then(|| {
+            args.http_addr
+                .or(args.legacy_metrics_addr)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)))
+        }),
         engine: EngineConfig {
             threads: args.threads,
             max_batch: args.max_batch,
@@ -422,8 +437,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let stop = shutdown_signal();
         let app = Application::build(config).await?;
-        if let Some(addr) = app.metrics_addr() {
-            tracing::info!(%addr, "metrics at /metrics");
+        if let Some(addr) = app.http_addr() {
+            tracing::info!(%addr, "http listening");
         }
         app.run_until_stopped(stop).await?;
         tracing::info!("stopped");

@@ -1,8 +1,7 @@
-//! Prometheus metrics for the server and a tiny HTTP endpoint that serves them at `/metrics`.
+//! Prometheus metrics for the server; [`super::http`] serves them at `/metrics`.
 //!
 //! The `prometheus` crate (TiKV's) keeps typed handles in an explicit registry, so tests can
 //! build a server without touching global state, and its text encoder is all `/metrics` needs.
-//! The endpoint is an axum route because axum already comes with tonic.
 
 use crate::inference::{EngineObserver, Task};
 use crate::wire::code_name;
@@ -10,7 +9,6 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use std::sync::Arc;
 
 /// Every metric the server exports.
 pub struct Metrics {
@@ -179,30 +177,4 @@ impl EngineObserver for Metrics {
             .with_label_values(&[task.name()])
             .observe(seconds);
     }
-}
-
-/// Serves `/metrics` on `listener` until `shutdown` resolves.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

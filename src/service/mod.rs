@@ -11,6 +11,7 @@
 pub mod codec;
 mod codes;
 pub mod convert;
+pub mod http;
 pub mod job_convert;
 mod job_worker;
 mod jobs;
@@ -45,8 +46,8 @@ use tonic_health::ServingStatus;
 /// Kubernetes probes in `deploy/k8s/` ask.
 pub const DEFAULT_GRPC_PORT: u16 = 50051;
 
-/// The Prometheus `/metrics` port unless `--metrics-addr` says otherwise.
-pub const DEFAULT_METRICS_PORT: u16 = 9090;
+/// The HTTP port (`/metrics` and the other HTTP routes) unless `--http-addr` says otherwise.
+pub const DEFAULT_HTTP_PORT: u16 = 9090;
 
 /// The `grpc.health.v1` name of the whole server: what a probe that names no service asks.
 /// It follows the Labeller, so liveness fails only when the process stops answering at all
@@ -89,8 +90,8 @@ pub struct ServeConfig {
     pub model: ModelSource,
     /// gRPC listen address.
     pub addr: SocketAddr,
-    /// Prometheus `/metrics` listen address; `None` turns the endpoint off.
-    pub metrics_addr: Option<SocketAddr>,
+    /// HTTP listen address (`/metrics` and the other HTTP routes); `None` turns the port off.
+    pub http_addr: Option<SocketAddr>,
     /// Engine threads, batching and queue delay.
     pub engine: EngineConfig,
     /// Requests admitted at once; more get `RESOURCE_EXHAUSTED` (unary) or wait (streams).
@@ -134,7 +135,7 @@ pub enum ServeError {
     #[error("{0}")]
     Config(String),
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another server running there? pick another with --addr / --metrics-addr)")]
+    #[error("cannot listen on {addr}: {source} (is another server running there? pick another with --addr / --http-addr)")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -181,8 +182,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
-    metrics_listener: Option<TcpListener>,
-    metrics_addr: Option<SocketAddr>,
+    http_listener: Option<TcpListener>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Application {
@@ -220,7 +221,7 @@ impl Application {
             addr: config.addr,
             source,
         })?;
-        let (metrics_listener, metrics_addr) = match config.metrics_addr {
+        let (http_listener, http_addr) = match config.http_addr {
             Some(addr) => {
                 let listener = bind(addr).await?;
                 let local = listener
@@ -237,8 +238,8 @@ impl Application {
             metrics,
             grpc,
             grpc_addr,
-            metrics_listener,
-            metrics_addr,
+            http_listener,
+            http_addr,
         })
     }
 
@@ -247,9 +248,9 @@ impl Application {
         self.grpc_addr
     }
 
-    /// The bound metrics address, if the endpoint is on.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+    /// The bound HTTP address, if the port is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Serves, warms up, and runs until `shutdown` resolves and in-flight calls are done.
@@ -328,15 +329,12 @@ impl Application {
             });
         let mut server = tokio::spawn(server);
 
-        let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-        let metrics_task = self.metrics_listener.map(|listener| {
-            tokio::spawn(metrics::serve_metrics(
-                listener,
-                self.metrics.clone(),
-                async {
-                    let _ = metrics_stopped.await;
-                },
-            ))
+        let (stop_http, http_stopped) = oneshot::channel::<()>();
+        let routes = http::metrics_routes(self.metrics.clone());
+        let http_task = self.http_listener.map(|listener| {
+            tokio::spawn(http::serve(listener, routes, async {
+                let _ = http_stopped.await;
+            }))
         });
 
         let (stopping_tx, stopping) = watch::channel(false);
@@ -351,7 +349,7 @@ impl Application {
             };
             let _ = stopping_tx.send(true);
             set_status(&status, ServingStatus::NotServing).await;
-            let _ = stop_metrics.send(());
+            let _ = stop_http.send(());
             let result = match finished {
                 Some(result) => result,
                 None => {
@@ -370,7 +368,7 @@ impl Application {
                     }
                 }
             };
-            if let Some(task) = metrics_task {
+            if let Some(task) = http_task {
                 task.abort();
             }
             match result {

@@ -17,7 +17,7 @@ pub fn serve_command(model: &Path) -> Command {
     let mut command = super::clean_command();
     command
         .args(["serve", "--log-format", "json", "--threads", "1"])
-        .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .arg("--model")
         .arg(model);
     command
@@ -29,7 +29,7 @@ pub fn registry_serve_command(database_url: &str) -> Command {
     let mut command = super::clean_command();
     command
         .args(["serve", "--log-format", "json", "--threads", "1"])
-        .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--database-url", database_url]);
     command
 }
@@ -40,7 +40,7 @@ pub struct ServerProcess {
     /// The bound gRPC address.
     pub addr: SocketAddr,
     /// The bound metrics address, when the server logged one.
-    pub metrics_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
     lines: Receiver<String>,
     /// Every log line read so far.
     pub log: Vec<String>,
@@ -81,7 +81,7 @@ impl ServerProcess {
         let mut server = Self {
             pid,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            metrics_addr: None,
+            http_addr: None,
             lines,
             log: Vec::new(),
             exit,
@@ -100,7 +100,7 @@ impl ServerProcess {
             };
             match line["fields"]["message"].as_str() {
                 Some("listening") => server.addr = address(),
-                Some("metrics at /metrics") => server.metrics_addr = Some(address()),
+                Some("http listening") => server.http_addr = Some(address()),
                 Some("serving") => serving = true,
                 _ => {}
             }

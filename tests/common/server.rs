@@ -94,7 +94,7 @@ pub fn config() -> ServeConfig {
     ServeConfig {
         model: ModelSource::File(model_path().to_path_buf()),
         addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
         engine: EngineConfig {
             threads: 1,
             max_batch: 512,
@@ -114,7 +114,7 @@ pub struct TestServer {
     /// gRPC address.
     pub addr: SocketAddr,
     /// Metrics address.
-    pub metrics_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     running: Option<Running>,
 }
@@ -124,7 +124,7 @@ impl TestServer {
     pub async fn start(config: ServeConfig, warm: bool) -> Self {
         let app = Application::build(config).await.expect("server builds");
         let addr = app.grpc_addr();
-        let metrics_addr = app.metrics_addr().expect("metrics on");
+        let http_addr = app.http_addr().expect("the HTTP port on");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = app
             .start(async {
@@ -137,7 +137,7 @@ impl TestServer {
         }
         Self {
             addr,
-            metrics_addr,
+            http_addr,
             stop: Some(stop),
             running: Some(running),
         }

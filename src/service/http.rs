@@ -1,0 +1,37 @@
+//! The one HTTP port of `aelabel serve` (`--http-addr`): Prometheus `/metrics` today, and the
+//! routes other front doors add to the same [`axum::Router`] (Open Inference Protocol REST,
+//! Label Studio ML backend).
+//!
+//! axum comes with tonic already; one router means one listener, one graceful shutdown and one
+//! port for Kubernetes to scrape and probe.
+
+use super::metrics::Metrics;
+use axum::http::header::CONTENT_TYPE;
+use axum::Router;
+use std::future::Future;
+use std::sync::Arc;
+
+/// The Prometheus text exposition format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`: every metric of `metrics`, rendered at request time.
+pub fn metrics_routes(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { ([(CONTENT_TYPE, PROMETHEUS_TEXT)], metrics.render()) }
+        }),
+    )
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -116,6 +116,12 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
 }
 
 impl LabelStudio {
+    fn lock_trainings(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Training>> {
+        self.trainings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The project's job id, if one exists.
     async fn project_job(&self, project: &str) -> Result<Option<String>, ApiError> {
         let mut known = self.project_jobs.lock().await;
@@ -289,7 +295,7 @@ async fn start_training(
         ))
     })?;
     {
-        let mut trainings = state.trainings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut trainings = state.lock_trainings();
         if matches!(trainings.get(project), Some(Training::Running { .. })) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -319,39 +325,40 @@ async fn start_training(
     let folder = job_name(project);
     let task_state = state.clone();
     let project_id = project.to_string();
-    tokio::spawn(async move {
-        let trained = tokio::task::spawn_blocking(move || {
+    // A thread of its own, not tokio's blocking pool: the runtime waits for its blocking
+    // tasks when it shuts down, and a retrain takes minutes; this thread ends with the process.
+    let spawned = std::thread::Builder::new()
+        .name(format!("train-ls-{project}"))
+        .spawn(move || {
             let out = |reviews: usize| runs.join(format!("{folder}-{reviews}-{stamp}"));
-            retrain_job(&runtime, &store, &spec, out, &crate::train::Silent)
-        })
-        .await;
-        let outcome = match trained {
-            Ok(Ok(o)) => {
-                tracing::info!(project = %project_id, model = %o.report.retrained.version, activated = o.activation == Activation::Activated, "Label Studio training finished");
-                Training::Finished {
-                    model_version: o.report.retrained.version.clone(),
-                    activated: o.activation == Activation::Activated,
-                    previous_test_accuracy: o.report.previous.test_accuracy,
-                    test_accuracy: o.report.retrained.test_accuracy,
-                    reviews: o.reviews,
+            let outcome = match retrain_job(&runtime, &store, &spec, out, &crate::train::Silent) {
+                Ok(o) => {
+                    tracing::info!(project = %project_id, model = %o.report.retrained.version, activated = o.activation == Activation::Activated, "Label Studio training finished");
+                    Training::Finished {
+                        model_version: o.report.retrained.version.clone(),
+                        activated: o.activation == Activation::Activated,
+                        previous_test_accuracy: o.report.previous.test_accuracy,
+                        test_accuracy: o.report.retrained.test_accuracy,
+                        reviews: o.reviews,
+                    }
                 }
-            }
-            Ok(Err(e)) => Training::Failed {
-                error: e.to_string(),
+                Err(e) => {
+                    tracing::warn!(project = %project_id, error = %e, "Label Studio training failed");
+                    Training::Failed { error: e.to_string() }
+                }
+            };
+            task_state.lock_trainings().insert(project_id, outcome);
+        });
+    if let Err(e) = spawned {
+        let error = format!("cannot start the training thread: {e}");
+        state.lock_trainings().insert(
+            project.to_string(),
+            Training::Failed {
+                error: error.clone(),
             },
-            Err(e) => Training::Failed {
-                error: format!("the training thread stopped: {e}"),
-            },
-        };
-        if let Training::Failed { error } = &outcome {
-            tracing::warn!(project = %project_id, error, "Label Studio training failed");
-        }
-        task_state
-            .trainings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(project_id, outcome);
-    });
+        );
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error));
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({"status": "training", "project": project, "job_id": job_id})),

@@ -456,10 +456,13 @@ async fn bad_requests_get_clear_errors() {
         assert_eq!(post(&http, &server, "/predict", &predict).await, (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": expected})));
 
         // An event this backend does not handle, and bodies that are not Label Studio's.
-        let unknown = json!({"action": "PROJECT_UPDATED", "project": project(&config)});
+        // A bulk import's event carries lists where single events carry objects: refused by its
+        // action, not by its shape.
+        let bulk = annotation_event("ANNOTATION_CREATED", 5, 5, &classes[0], &config);
+        let unknown = json!({"action": "ANNOTATIONS_CREATED", "annotation": [bulk["annotation"]], "task": [bulk["task"]], "project": project(&config)});
         assert_eq!(
             post(&http, &server, "/webhook", &unknown).await,
-            (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": "action: `PROJECT_UPDATED` is not an event this backend handles; send ANNOTATION_CREATED, ANNOTATION_UPDATED, ANNOTATION_DELETED, ANNOTATIONS_DELETED or START_TRAINING (in Label Studio, tick only those for this webhook)"}))
+            (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": "action: `ANNOTATIONS_CREATED` is not an event this backend handles; send ANNOTATION_CREATED, ANNOTATION_UPDATED, ANNOTATION_DELETED, ANNOTATIONS_DELETED or START_TRAINING (in Label Studio, tick only those for this webhook)"}))
         );
         let malformed = b"{\"action\": \"START_TRAINING\",".to_vec();
         let why = serde_json::from_slice::<Value>(&malformed).unwrap_err();

@@ -85,22 +85,39 @@ pub fn review_class(
     Ok(Some(class.to_string()))
 }
 
+/// The events this backend acts on (checked before the body's shape, so that other events,
+/// whose payloads differ, get a clear answer).
+const HANDLED: [&str; 5] = [
+    "ANNOTATION_CREATED",
+    "ANNOTATION_UPDATED",
+    "ANNOTATION_DELETED",
+    "ANNOTATIONS_DELETED",
+    "START_TRAINING",
+];
+
 /// `POST /webhook`.
 pub(super) async fn webhook(
     State(state): State<Arc<LabelStudio>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: WebhookRequest = wire::parse_body(&super::body(raw)?, "/webhook")?;
+    let value: Value = wire::parse_body(&super::body(raw)?, "/webhook")?;
+    let action = value
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !HANDLED.contains(&action) {
+        return Err(ApiError::unprocessable(format!(
+            "action: `{action}` is not an event this backend handles; send ANNOTATION_CREATED, ANNOTATION_UPDATED, ANNOTATION_DELETED, ANNOTATIONS_DELETED or START_TRAINING (in Label Studio, tick only those for this webhook)"
+        )));
+    }
+    let request: WebhookRequest = wire::from_value(value, "/webhook")?;
     let project = wire::project_id(request.project.as_ref()).ok_or_else(|| {
         ApiError::unprocessable("project: missing or without an id; Label Studio sends the project object with every event")
     })?;
     match request.action.as_str() {
         "ANNOTATION_CREATED" | "ANNOTATION_UPDATED" => annotate(&state, &project, &request).await,
-        "ANNOTATION_DELETED" | "ANNOTATIONS_DELETED" => delete(&state, &project, &request).await,
         "START_TRAINING" => start_training(&state, &project).await,
-        other => Err(ApiError::unprocessable(format!(
-            "action: `{other}` is not an event this backend handles; send ANNOTATION_CREATED, ANNOTATION_UPDATED, ANNOTATION_DELETED, ANNOTATIONS_DELETED or START_TRAINING (in Label Studio, tick only those for this webhook)"
-        ))),
+        _ => delete(&state, &project, &request).await,
     }
 }
 

@@ -53,6 +53,11 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Api
             format!("the {what} body is not valid JSON ({e}); send the JSON Label Studio sends, with Content-Type: application/json"),
         )
     })?;
+    from_value(value, what)
+}
+
+/// Reads parsed JSON as `T`: 422 when it has another shape.
+pub fn from_value<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| {
         ApiError::unprocessable(format!(
             "the {what} body is not shaped as Label Studio sends it: {e}"

@@ -54,7 +54,12 @@ impl FakeLabelStudio {
                 .cloned()
                 .ok_or(StatusCode::NOT_FOUND)
         }
+        // Never answers: for the fetch timeout.
+        async fn stalled() -> Vec<u8> {
+            std::future::pending().await
+        }
         let routes = axum::Router::new()
+            .route("/data/upload/1/stalled.png", axum::routing::get(stalled))
             .route("/data/upload/{project}/{name}", axum::routing::get(upload))
             .with_state(Arc::new(files));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -422,6 +427,26 @@ async fn bad_requests_get_clear_errors() {
         let suffix = format!("; check that --label-studio-url ({closed_url}) is reachable from aelabel");
         assert!(message.starts_with(&prefix) && message.ends_with(&suffix), "{message}");
         away.shutdown().await;
+
+        // Label Studio does not answer in time.
+        let mut impatient = ls_config(&ls.url(), TOKEN, runs.path());
+        impatient.fetch_timeout = Duration::from_secs(1);
+        let slow = TestServer::start(
+            ServeConfig {
+                model: ModelSource::Registry { database_url: db.url.clone(), poll: Duration::from_millis(200) },
+                label_studio: Some(impatient),
+                ..common::server::config()
+            },
+            true,
+        )
+        .await;
+        let (status, answer) = post(&http, &slow, "/predict", &one("/data/upload/1/stalled.png")).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            answer["error"],
+            format!("tasks[0] (task 7): fetching {}data/upload/1/stalled.png took longer than 1 s (--label-studio-fetch-timeout-secs); is the server reachable?", ls.url())
+        );
+        slow.shutdown().await;
 
         // An image over the size limit, and one that is not an image.
         let (status, answer) = post(&http, &server, "/predict", &one("/data/upload/1/huge.png")).await;

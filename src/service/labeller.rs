@@ -113,6 +113,49 @@ impl LabellerService {
     }
 }
 
+/// The Labeller's own labelling path for the service's other front doors (the Label Studio
+/// backend): the same in-flight slots (failing fast), decode budget, off-reactor decoding and
+/// engine, so a second door cannot bypass a limit.
+#[derive(Clone)]
+pub struct LabelDoor(Shared);
+
+/// What [`LabelDoor::label`] answers: the version of the model that labelled, and one
+/// prediction per image in order.
+pub type Labelled = (String, Vec<Prediction>);
+
+impl LabellerService {
+    /// The door other front doors label through.
+    pub fn door(&self) -> LabelDoor {
+        LabelDoor(self.shared())
+    }
+}
+
+impl LabelDoor {
+    /// Labels `images` with the model serving now, at its own review threshold; `method`
+    /// names the call in the metrics and logs.
+    pub async fn label(
+        &self,
+        method: &'static str,
+        images: Vec<pb::Image>,
+    ) -> Result<Labelled, Status> {
+        let shared = &self.0;
+        observed(&shared.metrics, method, images.len(), async {
+            let engine = shared.engine.current();
+            let threshold = engine.meta().auto_accept_threshold;
+            let slot = shared.admit(Admission::FailFast).await?;
+            let parsed = shared.parse(&engine, images).await?;
+            let (_, predictions) = shared.label(&engine, parsed, threshold, slot)?.await?;
+            Ok((engine.meta().version.clone(), predictions))
+        })
+        .await
+    }
+
+    /// The model serving now (its version, classes and input size).
+    pub fn current(&self) -> Arc<Engine> {
+        self.0.engine.current()
+    }
+}
+
 /// The cloneable parts a stream's background tasks need.
 #[derive(Clone)]
 struct Shared {

@@ -15,13 +15,15 @@ pub mod http;
 pub mod job_convert;
 mod job_worker;
 mod jobs;
+pub mod label_studio;
 mod labeller;
 pub mod metrics;
 mod reload;
 
 pub use job_worker::JobWorkerConfig;
 pub use jobs::LabelJobsService;
-pub use labeller::LabellerService;
+pub use label_studio::LabelStudioConfig;
+pub use labeller::{LabelDoor, LabellerService};
 
 use crate::data::ImageLimits;
 use crate::inference::{Engine, EngineConfig, EngineError, EngineHandle};
@@ -115,6 +117,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How the label-job worker claims work (used when serving from the registry).
     pub jobs: JobWorkerConfig,
+    /// The Label Studio ML backend on the HTTP port, when set (needs the registry).
+    pub label_studio: Option<LabelStudioConfig>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -169,6 +173,18 @@ impl ServeConfig {
             return Err(ServeError::Config(
                 "--max-batch, --threads and --max-in-flight must be at least 1".into(),
             ));
+        }
+        if self.label_studio.is_some() {
+            if matches!(self.model, ModelSource::File(_)) {
+                return Err(ServeError::Config(
+                    "--label-studio-url needs the model registry (annotations become label-job reviews and START_TRAINING registers new models); drop --model and serve the registry's active model".into(),
+                ));
+            }
+            if self.http_addr.is_none() {
+                return Err(ServeError::Config(
+                    "--label-studio-url serves on the HTTP port; drop --no-http".into(),
+                ));
+            }
         }
         // A full batch of reconstructions with float values is the largest answer.
         let need = engine.max_batch * (image_bytes * 5 + IMAGE_OVERHEAD_BYTES);
@@ -297,25 +313,30 @@ impl Application {
             max_batch: self.config.engine.max_batch,
             decode_budget: self.config.max_decode_bytes,
         };
-        let labeller = LabellerServer::new(LabellerService::new(
+        let labeller = LabellerService::new(
             self.engine.clone(),
             rules,
             self.config.max_in_flight,
             self.metrics.clone(),
-        ))
-        .max_decoding_message_size(self.config.max_message_bytes)
-        .max_encoding_message_size(self.config.max_message_bytes);
+        );
+        let door = labeller.door();
+        let labeller = LabellerServer::new(labeller)
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
         // Label jobs live in the registry's database: only a registry-backed server has them.
         let work = Arc::new(Notify::new());
-        let label_jobs = self.store.clone().map(|store| {
-            LabelJobsServer::new(LabelJobsService::new(
+        let jobs_service = self.store.clone().map(|store| {
+            Arc::new(LabelJobsService::new(
                 store,
                 self.engine.clone(),
                 rules,
                 work.clone(),
             ))
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes)
+        });
+        let label_jobs = jobs_service.clone().map(|service| {
+            LabelJobsServer::from_arc(service)
+                .max_decoding_message_size(self.config.max_message_bytes)
+                .max_encoding_message_size(self.config.max_message_bytes)
         });
         if label_jobs.is_some() {
             reporter
@@ -339,7 +360,16 @@ impl Application {
         let mut server = tokio::spawn(server);
 
         let (stop_http, http_stopped) = oneshot::channel::<()>();
-        let routes = http::metrics_routes(self.metrics.clone());
+        let mut routes = http::metrics_routes(self.metrics.clone());
+        if let (Some(config), Some(jobs), Some(store)) = (
+            self.config.label_studio.clone(),
+            jobs_service,
+            self.store.clone(),
+        ) {
+            routes = routes.merge(
+                label_studio::routes(config, door, jobs, store).map_err(ServeError::Config)?,
+            );
+        }
         let http_task = self.http_listener.map(|listener| {
             tokio::spawn(http::serve(listener, routes, async {
                 let _ = http_stopped.await;

@@ -220,9 +220,19 @@ fn predict_body(ids: std::ops::Range<usize>, config: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn predict_annotate_train_and_predict_with_the_new_model() {
+async fn predict_annotate_train_and_predict_with_the_new_model_on_sqlite() {
+    predict_annotate_train_and_predict_with_the_new_model(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_annotate_train_and_predict_with_the_new_model_on_postgres() {
+    predict_annotate_train_and_predict_with_the_new_model(TestDb::postgres().await).await;
+}
+
+/// The whole loop on the registry in `db`: predictions, annotations as reviews (created,
+/// updated, deleted), a training started from Label Studio, and the new model predicting.
+async fn predict_annotate_train_and_predict_with_the_new_model(db: TestDb) {
     within(Duration::from_secs(900), async {
-        let db = TestDb::sqlite();
         let base = register_test_model(&db.url).await;
         let classes = Model::load(model_path()).unwrap().meta.class_names;
         let pixels = aelabel::data::read_idx_images(&data_dir().join("train-images-idx3-ubyte.gz")).unwrap().pixels;

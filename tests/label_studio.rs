@@ -32,42 +32,87 @@ const PER_CALL: usize = 250;
 /// The image size limit the servers run with.
 const MAX_IMAGE_BYTES: u64 = 1 << 20;
 
-/// A Label Studio that serves uploaded files behind its token.
+/// A personal access token of the fake Label Studio (a JWT's shape: header.payload.signature).
+const PERSONAL_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2lnbmF0dXJl";
+
+/// What the fake Label Studio holds: uploaded files, and the access tokens it issued for its
+/// personal access token (only the latest is valid, as if older ones expired).
+#[derive(Default)]
+struct Uploads {
+    files: HashMap<String, Vec<u8>>,
+    issued: std::sync::atomic::AtomicUsize,
+}
+
+impl Uploads {
+    fn access_token(&self) -> String {
+        format!(
+            "access-{}",
+            self.issued.load(std::sync::atomic::Ordering::SeqCst)
+        )
+    }
+}
+
+/// A Label Studio that serves uploaded files behind its token (a legacy token, or the access
+/// token its personal access token was last exchanged for at `/api/token/refresh/`).
 struct FakeLabelStudio {
     addr: SocketAddr,
+    uploads: Arc<Uploads>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeLabelStudio {
     async fn start(files: HashMap<String, Vec<u8>>) -> Self {
         async fn upload(
-            State(files): State<Arc<HashMap<String, Vec<u8>>>>,
+            State(uploads): State<Arc<Uploads>>,
             Path((project, name)): Path<(String, String)>,
             headers: HeaderMap,
         ) -> Result<Vec<u8>, StatusCode> {
             let token = headers.get("authorization").and_then(|v| v.to_str().ok());
-            if token != Some(&format!("Token {TOKEN}")) {
+            let bearer = format!("Bearer {}", uploads.access_token());
+            if token != Some(&format!("Token {TOKEN}")) && token != Some(&bearer) {
                 return Err(StatusCode::UNAUTHORIZED);
             }
-            files
+            uploads
+                .files
                 .get(&format!("{project}/{name}"))
                 .cloned()
                 .ok_or(StatusCode::NOT_FOUND)
+        }
+        async fn refresh(
+            State(uploads): State<Arc<Uploads>>,
+            axum::Json(body): axum::Json<Value>,
+        ) -> Result<axum::Json<Value>, StatusCode> {
+            if body["refresh"] != PERSONAL_TOKEN {
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            uploads
+                .issued
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(axum::Json(json!({"access": uploads.access_token()})))
         }
         // Never answers: for the fetch timeout.
         async fn stalled() -> Vec<u8> {
             std::future::pending().await
         }
+        let uploads = Arc::new(Uploads {
+            files,
+            ..Default::default()
+        });
         let routes = axum::Router::new()
             .route("/data/upload/1/stalled.png", axum::routing::get(stalled))
             .route("/data/upload/{project}/{name}", axum::routing::get(upload))
-            .with_state(Arc::new(files));
+            .route("/api/token/refresh/", axum::routing::post(refresh))
+            .with_state(uploads.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, routes).await.unwrap();
         });
-        Self { addr, task }
+        Self {
+            addr,
+            uploads,
+            task,
+        }
     }
 
     fn url(&self) -> String {
@@ -415,6 +460,26 @@ async fn bad_requests_get_clear_errors() {
         let (status, answer) = post(&http, &server, "/predict", &one("/data/upload/1/shirt.png")).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
 
+        // A personal access token (Label Studio 1.19+) is exchanged for an access token, and
+        // exchanged again when Label Studio stops taking the last one.
+        let personal = self::server(&db, &ls.url(), PERSONAL_TOKEN, runs.path()).await;
+        let issued = || ls.uploads.issued.load(std::sync::atomic::Ordering::SeqCst);
+        let (status, answer) = post(&http, &personal, "/predict", &one("/data/upload/1/shirt.png")).await;
+        assert_eq!((status, issued()), (StatusCode::OK, 1), "{answer}");
+        ls.uploads.issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (status, answer) = post(&http, &personal, "/predict", &one("/data/upload/1/shirt.png")).await;
+        assert_eq!((status, issued()), (StatusCode::OK, 3), "{answer}");
+        personal.shutdown().await;
+        let revoked = "eyJhbGciOiJIUzI1NiJ9.eyJyZXZva2VkIjp0cnVlfQ.c2lnbmF0dXJl";
+        let revoked = self::server(&db, &ls.url(), revoked, runs.path()).await;
+        let (status, answer) = post(&http, &revoked, "/predict", &one("/data/upload/1/shirt.png")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            answer["error"],
+            format!("tasks[0] (task 7): Label Studio refused the personal access token at {}api/token/refresh/ (answered 401 Unauthorized); create a new one (Label Studio: Account & Settings → Personal Access Token) and pass it as --label-studio-token", ls.url())
+        );
+        revoked.shutdown().await;
+
         // Label Studio refuses a wrong token.
         let wrong = self::server(&db, &ls.url(), "not-the-token", runs.path()).await;
         let (status, answer) = post(&http, &wrong, "/predict", &one("/data/upload/1/shirt.png")).await;
@@ -498,6 +563,18 @@ async fn bad_requests_get_clear_errors() {
         assert_eq!(
             post(&http, &server, "/webhook", &unknown).await,
             (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": "action: `ANNOTATIONS_CREATED` is not an event this backend handles; send ANNOTATION_CREATED, ANNOTATION_UPDATED, ANNOTATION_DELETED, ANNOTATIONS_DELETED or START_TRAINING (in Label Studio, tick only those for this webhook)"}))
+        );
+        // Label Studio's own webhook for a backend sends every event: the others are
+        // acknowledged as ignored; a body with no action at all is refused.
+        let updated = json!({"action": "PROJECT_UPDATED", "project": project(&config)});
+        assert_eq!(
+            post(&http, &server, "/webhook", &updated).await,
+            (StatusCode::OK, json!({"status": "ignored", "action": "PROJECT_UPDATED"}))
+        );
+        let no_action = json!({"project": project(&config)});
+        assert_eq!(
+            post(&http, &server, "/webhook", &no_action).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
         );
         let malformed = b"{\"action\": \"START_TRAINING\",".to_vec();
         let why = serde_json::from_slice::<Value>(&malformed).unwrap_err();

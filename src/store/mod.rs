@@ -131,6 +131,20 @@ pub fn default_database_url(home: &Path) -> String {
     format!("sqlite://{}?mode=rwc", home.join("aelabel.db").display())
 }
 
+/// A SQLite `url` that creates its file when missing (`mode=rwc`), as the embedded default
+/// does; sqlx opens an existing file only unless told otherwise. A URL naming its own `mode=`
+/// keeps it.
+fn sqlite_created_if_missing(url: &str) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if query.split('&').any(|pair| pair.starts_with("mode=")) {
+        url.to_string()
+    } else if query.is_empty() {
+        format!("{}?mode=rwc", url.trim_end_matches('?'))
+    } else {
+        format!("{url}&mode=rwc")
+    }
+}
+
 /// `url` with the password (if any) replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -149,7 +163,7 @@ pub fn redact_url(url: &str) -> String {
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations. A SQLite
-    /// file's folder is created if missing.
+    /// file and its folder are created if missing (unless the URL sets its own `mode=`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let store = Self::open(url).await?;
         store.migrate().await?;
@@ -174,7 +188,12 @@ impl Store {
         if sqlite {
             create_sqlite_folder(url).map_err(|e| bad(e.to_string()))?;
         }
-        let options = AnyConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+        let url = if sqlite {
+            sqlite_created_if_missing(url)
+        } else {
+            url.to_string()
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| bad(e.to_string()))?;
         // SQLite serialises writers: one connection avoids "database is locked" between
         // this process's own tasks (other processes wait on the busy timeout).
         let max_connections = if sqlite { 1 } else { 8 };
@@ -283,7 +302,23 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, sqlite_created_if_missing};
+
+    #[test]
+    fn a_sqlite_url_creates_its_file_unless_it_sets_a_mode() {
+        assert_eq!(
+            sqlite_created_if_missing("sqlite:///tmp/a.db"),
+            "sqlite:///tmp/a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_created_if_missing("sqlite:///tmp/a.db?cache=shared"),
+            "sqlite:///tmp/a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_created_if_missing("sqlite:///tmp/a.db?mode=ro"),
+            "sqlite:///tmp/a.db?mode=ro"
+        );
+    }
 
     #[test]
     fn redact_url_hides_only_the_password() {

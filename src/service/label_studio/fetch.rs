@@ -2,6 +2,11 @@
 //! token, other `http(s)://` URLs directly (the token only goes to Label Studio's own origin),
 //! and `data:` URIs decoded in place. Every fetch has a size limit and a timeout, and the body
 //! is read in chunks so an oversized answer is cut off at the limit, never held whole.
+//!
+//! Label Studio has two kinds of token. A legacy token goes as `Authorization: Token …`. A
+//! personal access token (Label Studio 1.19+, where legacy tokens are off by default) is a JWT
+//! refresh token: it is exchanged at `/api/token/refresh/` for a short-lived access token sent
+//! as `Authorization: Bearer …`, exchanged again whenever Label Studio answers 401.
 
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -34,6 +39,14 @@ pub enum FetchError {
         /// The answer's status.
         status: StatusCode,
     },
+    /// Label Studio refused to exchange the personal access token.
+    #[error("Label Studio refused the personal access token at {url} ({reason}); create a new one (Label Studio: Account & Settings → Personal Access Token) and pass it as --label-studio-token")]
+    TokenRefresh {
+        /// The refresh endpoint.
+        url: String,
+        /// The status or error.
+        reason: String,
+    },
     /// Another error status.
     #[error("fetching {url} answered {status}; check that the task's image exists")]
     Status {
@@ -62,12 +75,46 @@ pub enum FetchError {
     },
 }
 
+/// How requests to Label Studio's own origin authenticate.
+#[derive(Debug)]
+enum Credential {
+    /// A legacy token, sent as is.
+    Legacy(String),
+    /// A personal access token (a JWT refresh token) and the access token it was last
+    /// exchanged for.
+    Personal {
+        refresh: String,
+        access: tokio::sync::Mutex<Option<String>>,
+    },
+}
+
+impl Credential {
+    /// A JWT (`header.payload.signature`, base64url) is a personal access token; anything
+    /// else (legacy tokens are 40 hex digits) is sent as a legacy token.
+    fn new(token: String) -> Self {
+        let parts: Vec<&str> = token.split('.').collect();
+        let base64url = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+        };
+        if token.starts_with("eyJ") && parts.len() == 3 && parts.iter().all(base64url) {
+            Credential::Personal {
+                refresh: token,
+                access: tokio::sync::Mutex::new(None),
+            }
+        } else {
+            Credential::Legacy(token)
+        }
+    }
+}
+
 /// Fetches task images under the backend's limits.
 #[derive(Clone, Debug)]
 pub struct ImageFetcher {
     client: reqwest::Client,
     base: Url,
-    token: String,
+    credential: std::sync::Arc<Credential>,
     max_bytes: u64,
     timeout: Duration,
 }
@@ -89,7 +136,7 @@ impl ImageFetcher {
         Ok(Self {
             client,
             base,
-            token,
+            credential: std::sync::Arc::new(Credential::new(token)),
             max_bytes,
             timeout,
         })
@@ -137,13 +184,50 @@ impl ImageFetcher {
         }
     }
 
+    /// The `Authorization` value for Label Studio's origin; a personal access token is
+    /// exchanged first when there is no access token yet or `renew` says the last one expired.
+    async fn authorization(&self, renew: bool) -> Result<String, FetchError> {
+        let (refresh, access) = match &*self.credential {
+            Credential::Legacy(token) => return Ok(format!("Token {token}")),
+            Credential::Personal { refresh, access } => (refresh, access),
+        };
+        let mut access = access.lock().await;
+        if let (Some(token), false) = (access.as_ref(), renew) {
+            return Ok(format!("Bearer {token}"));
+        }
+        let url = self
+            .base
+            .join("api/token/refresh/")
+            .map_err(|_| FetchError::Unsupported(self.base.to_string()))?;
+        let refused = |reason: String| FetchError::TokenRefresh {
+            url: url.to_string(),
+            reason,
+        };
+        let response = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "refresh": refresh }).to_string())
+            .send()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refused(format!("answered {status}")));
+        }
+        let body = response.bytes().await.map_err(|e| refused(e.to_string()))?;
+        let token = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["access"].as_str().map(str::to_string))
+            .ok_or_else(|| refused("the answer holds no `access` token".into()))?;
+        *access = Some(token.clone());
+        Ok(format!("Bearer {token}"))
+    }
+
     async fn get(&self, url: Url) -> Result<Vec<u8>, FetchError> {
         let shown = url.to_string();
-        let mut request = self.client.get(url.clone());
         // The token is Label Studio's: it goes to Label Studio's own origin only.
-        if url.origin() == self.base.origin() {
-            request = request.header(AUTHORIZATION, format!("Token {}", self.token));
-        }
+        let own = url.origin() == self.base.origin();
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
                 FetchError::Timeout {
@@ -158,7 +242,21 @@ impl ImageFetcher {
                 }
             }
         };
-        let response = request.send().await.map_err(failed)?;
+        let mut renew = false;
+        let response = loop {
+            let mut request = self.client.get(url.clone());
+            if own {
+                request = request.header(AUTHORIZATION, self.authorization(renew).await?);
+            }
+            let response = request.send().await.map_err(failed)?;
+            let personal = matches!(*self.credential, Credential::Personal { .. });
+            // An access token lives minutes: on 401, exchange the personal token once more.
+            if own && personal && !renew && response.status() == StatusCode::UNAUTHORIZED {
+                renew = true;
+                continue;
+            }
+            break response;
+        };
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(FetchError::Unauthorized { url: shown, status });

@@ -183,6 +183,7 @@ fn fetch_error(name: &str, e: FetchError) -> ApiError {
         FetchError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         FetchError::Unauthorized { .. }
         | FetchError::Status { .. }
+        | FetchError::TokenRefresh { .. }
         | FetchError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
     };
     ApiError::new(status, format!("{name}: {e}"))

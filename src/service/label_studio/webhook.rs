@@ -105,6 +105,17 @@ pub(super) async fn webhook(
         .get("action")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // Label Studio's webhook for an ML backend is created for every event (project updates,
+    // tasks created, …): those carry nothing to learn from and are acknowledged as ignored.
+    // Events that do carry annotations but are not handled (bulk imports) are refused, so
+    // that a person sees the annotations did not arrive.
+    let carries_annotations = action.starts_with("ANNOTATION");
+    if !action.is_empty() && !carries_annotations && action != "START_TRAINING" {
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "ignored", "action": action})),
+        ));
+    }
     if !HANDLED.contains(&action) {
         return Err(ApiError::unprocessable(format!(
             "action: `{action}` is not an event this backend handles; send ANNOTATION_CREATED, ANNOTATION_UPDATED, ANNOTATION_DELETED, ANNOTATIONS_DELETED or START_TRAINING (in Label Studio, tick only those for this webhook)"

@@ -8,6 +8,7 @@
 //! worker that labels the jobs' pending items (health name `aelabel.v1.LabelJobs`, `SERVING`
 //! while the database answers).
 
+mod admission;
 pub mod codec;
 mod codes;
 pub mod convert;
@@ -17,6 +18,7 @@ mod job_worker;
 mod jobs;
 mod labeller;
 pub mod metrics;
+pub mod oip;
 mod reload;
 
 pub use job_worker::JobWorkerConfig;
@@ -27,6 +29,7 @@ use crate::data::ImageLimits;
 use crate::inference::{Engine, EngineConfig, EngineError, EngineHandle};
 use crate::model::{CheckpointError, Model};
 use crate::store::{Store, StoreError};
+use crate::wire::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::wire::label_jobs_server::LabelJobsServer;
 use crate::wire::labeller_server::LabellerServer;
 use convert::ImageRules;
@@ -274,10 +277,12 @@ impl Application {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::inference::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::inference::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let served = self.engine.current();
         let rules = ImageRules {
@@ -289,14 +294,26 @@ impl Application {
             max_batch: self.config.engine.max_batch,
             decode_budget: self.config.max_decode_bytes,
         };
-        let labeller = LabellerServer::new(LabellerService::new(
+        let labeller = LabellerService::new(
             self.engine.clone(),
             rules,
             self.config.max_in_flight,
             self.metrics.clone(),
-        ))
-        .max_decoding_message_size(self.config.max_message_bytes)
-        .max_encoding_message_size(self.config.max_message_bytes);
+        );
+        // The Open Inference Protocol shares the Labeller's slots and health status.
+        let inference = oip::OpenInference::new(
+            self.engine.clone(),
+            labeller.admission(),
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+            self.config.engine.max_batch,
+            self.metrics.clone(),
+        );
+        let inference_grpc = GrpcInferenceServiceServer::new(inference.clone())
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
+        let labeller = LabellerServer::new(labeller)
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
         // Label jobs live in the registry's database: only a registry-backed server has them.
         let work = Arc::new(Notify::new());
         let label_jobs = self.store.clone().map(|store| {
@@ -323,6 +340,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(labeller)
+            .add_service(inference_grpc)
             .add_optional_service(label_jobs)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = grpc_stopped.await;
@@ -330,7 +348,8 @@ impl Application {
         let mut server = tokio::spawn(server);
 
         let (stop_http, http_stopped) = oneshot::channel::<()>();
-        let routes = http::metrics_routes(self.metrics.clone());
+        let routes = http::metrics_routes(self.metrics.clone())
+            .merge(oip::rest::routes(inference, self.config.max_message_bytes));
         let http_task = self.http_listener.map(|listener| {
             tokio::spawn(http::serve(listener, routes, async {
                 let _ = http_stopped.await;

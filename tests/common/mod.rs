@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod venv;
 
 use aelabel::data::DataOptions;
 use aelabel::pipeline::{PipelineConfig, Preset};

@@ -463,6 +463,16 @@ async fn model_metadata_declares_every_tensor_over_grpc_and_rest() {
     server.shutdown().await;
 }
 
+/// One refused REST call: what, path, headers, body, HTTP status and the `error` text.
+type RestRefusal = (
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+    u16,
+    String,
+);
+
 /// One HTTP/1.0 exchange: status, lower-case headers and body.
 async fn http(
     addr: SocketAddr,
@@ -602,7 +612,7 @@ async fn rest_refusals_answer_a_json_error_with_their_http_status() {
             .into_bytes()
     };
     let zeros = json!(vec![0; 784]);
-    let rows: Vec<(&str, String, Vec<(&str, String)>, Vec<u8>, u16, String)> = vec![
+    let rows: Vec<RestRefusal> = vec![
         ("unknown model", "/v2/models/nope/infer".into(), vec![], image("UINT8", json!([1, 784]), zeros.clone()), 404,
             "model `nope` is not served here; the models are aelabel-encoder, aelabel-classifier and aelabel-decoder".into()),
         ("unknown version", "/v2/models/aelabel-encoder/versions/v0/infer".into(), vec![], image("UINT8", json!([1, 784]), zeros.clone()), 404,

@@ -631,6 +631,8 @@ async fn rest_refusals_answer_a_json_error_with_their_http_status() {
             "images: binary_data_size 784 is more than the 0 bytes left after the JSON header".into()),
         ("a body over the limit", "/v2/models/aelabel-encoder/infer".into(), vec![], vec![b' '; (1 << 20) + 1], 413,
             "the request body is over the server's limit of 1048576 bytes (--max-message-bytes), or was cut off; send fewer images per request".into()),
+        ("an unknown route", "/v2/model/aelabel-encoder".into(), vec![], Vec::new(), 404,
+            "/v2/model/aelabel-encoder: no such route; the protocol's routes are /v2, /v2/health/{live,ready} and /v2/models/NAME[/versions/V][/ready|/infer]".into()),
         ("unknown model's metadata", "/v2/models/nope".into(), vec![], Vec::new(), 404,
             "model `nope` is not served here; the models are aelabel-encoder, aelabel-classifier and aelabel-decoder".into()),
     ];

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,6 +44,7 @@ pub fn routes(oip: OpenInference, max_body_bytes: usize) -> Router {
         )
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .route("/v2/{*rest}", any(unknown_route))
         .with_state(Rest {
             oip,
             max_body_bytes,
@@ -75,6 +76,13 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 fn model_path(params: &HashMap<String, String>) -> (&str, &str) {
     let get = |key: &str| params.get(key).map_or("", String::as_str);
     (get("name"), get("version"))
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> Response {
+    error_response(&OipError::NotFound(format!(
+        "{}: no such route; the protocol's routes are /v2, /v2/health/{{live,ready}} and /v2/models/NAME[/versions/V][/ready|/infer]",
+        uri.path()
+    )))
 }
 
 async fn server_metadata() -> Response {

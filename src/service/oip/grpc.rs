@@ -192,7 +192,9 @@ impl GrpcInferenceService for OpenInference {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (request, raw) = infer_request(request.into_inner())?;
-        let answer = self.infer("ModelInfer", request).await?;
-        Ok(Response::new(infer_response(answer, raw)))
+        let answer = self.infer("ModelInfer", request, None).await?;
+        let elements = answer.outputs.iter().map(|o| o.values.len()).sum();
+        let response = super::off_reactor(elements, move || infer_response(answer, raw)).await?;
+        Ok(Response::new(response))
     }
 }

@@ -10,7 +10,7 @@ pub mod grpc;
 pub mod rest;
 pub mod tensors;
 
-use super::admission::{Admission, Wait};
+use super::admission::{Admission, Slot, Wait};
 use super::labeller::{engine_status, observed};
 use super::metrics::Metrics;
 use crate::inference::{Engine, EngineHandle, Task};
@@ -27,8 +27,8 @@ use tonic_health::server::HealthService;
 /// The server name `ServerMetadata` reports.
 pub const SERVER_NAME: &str = "aelabel";
 
-/// Requests with more input elements than this are parsed on the blocking pool, not on the
-/// async reactor (a copy of a few hundred KiB costs less than the hand-over).
+/// Tensors with more elements than this are converted on the blocking pool, not on the async
+/// reactor.
 const REACTOR_ELEMENTS: usize = 1 << 18;
 
 /// An inference answer, whichever door asked.
@@ -98,13 +98,23 @@ impl OpenInference {
         Ok(ModelMetadata::new(kind, engine.meta()))
     }
 
-    /// Runs `request` on the served model, counted in the metrics as `method`.
+    /// Takes one of the server's in-flight slots, or refuses (`RESOURCE_EXHAUSTED`) when
+    /// none is free. REST takes it before reading the body, so that `--max-in-flight` bounds
+    /// the memory bodies and their parsing hold.
+    pub async fn admit(&self) -> Result<Admitted, OipError> {
+        let slot = self.admission.admit(Wait::FailFast).await;
+        slot.map(|slot| Admitted { _slot: slot })
+            .map_err(from_status)
+    }
+
+    /// Runs `request` on the served model in the slot `admitted` (`None`: take one now),
+    /// counted in the metrics as `method`.
     pub async fn infer(
         &self,
         method: &'static str,
         request: InferRequest,
+        admitted: Option<Admitted>,
     ) -> Result<InferAnswer, OipError> {
-        let elements = request.inputs.iter().map(|i| elements(&i.data)).sum();
         let images = request
             .inputs
             .first()
@@ -112,7 +122,14 @@ impl OpenInference {
             .map_or(0, |&n| usize::try_from(n).unwrap_or(0));
         let mut refusal = None;
         let result = observed(&self.metrics, method, images, async {
-            self.run(request, elements).await.map_err(|e| {
+            let run = async {
+                let admitted = match admitted {
+                    Some(admitted) => admitted,
+                    None => self.admit().await?,
+                };
+                self.run(request, admitted).await
+            };
+            run.await.map_err(|e| {
                 let status = Status::new(code(&e), e.to_string());
                 refusal = Some(e);
                 status
@@ -122,33 +139,50 @@ impl OpenInference {
         result.map_err(|status| refusal.unwrap_or_else(|| from_status(status)))
     }
 
-    async fn run(&self, request: InferRequest, elements: usize) -> Result<InferAnswer, OipError> {
+    async fn run(&self, request: InferRequest, _slot: Admitted) -> Result<InferAnswer, OipError> {
         // One model for the whole call, even if another is swapped in meanwhile.
         let engine = self.engine.current();
-        let _slot = self
-            .admission
-            .admit(Wait::FailFast)
-            .await
-            .map_err(from_status)?;
         let id = request.id.clone();
         let max_batch = self.max_batch;
-        let parsed = if elements > REACTOR_ELEMENTS {
-            let engine = engine.clone();
-            tokio::task::spawn_blocking(move || tensors::parse(request, engine.meta(), max_batch))
-                .await
-                .map_err(|_| OipError::Internal("tensor parsing stopped unexpectedly".into()))??
-        } else {
-            tensors::parse(request, engine.meta(), max_batch)?
-        };
+        let input_elements = request.inputs.iter().map(|i| elements(&i.data)).sum();
+        let meta = engine.clone();
+        let parsed = off_reactor(input_elements, move || {
+            tensors::parse(request, meta.meta(), max_batch)
+        })
+        .await??;
         let n = parsed.images.len();
         let computed = compute(&engine, parsed.kind, parsed.images).await?;
+        let output_elements = n * computed.width();
+        let outputs = off_reactor(output_elements, move || {
+            output_tensors(&parsed.outputs, computed, n)
+        })
+        .await?;
         Ok(InferAnswer {
             model: parsed.kind.name(),
             version: engine.meta().version.clone(),
             id,
-            outputs: output_tensors(&parsed.outputs, computed, n),
+            outputs,
         })
     }
+}
+
+/// An in-flight slot held for one inference call, from [`OpenInference::admit`].
+pub struct Admitted {
+    _slot: Slot,
+}
+
+/// Runs `work` on the blocking pool when it handles more than [`REACTOR_ELEMENTS`]
+/// `elements`, else right here (a small copy costs less than the hand-over).
+pub(crate) async fn off_reactor<T: Send + 'static>(
+    elements: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OipError> {
+    if elements <= REACTOR_ELEMENTS {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| OipError::Internal("tensor conversion stopped unexpectedly".into()))
 }
 
 /// Queues `images` on the engine for `kind` and awaits the result.

@@ -151,6 +151,11 @@ async fn infer(
 ) -> Response {
     let (name, version) = model_path(&params);
     let (name, version) = (name.to_string(), version.to_string());
+    // The slot first: --max-in-flight bounds the bodies held and parsed at once.
+    let admitted = match rest.oip.admit().await {
+        Ok(admitted) => admitted,
+        Err(e) => return error_response(&e),
+    };
     let body = match axum::body::to_bytes(body, rest.max_body_bytes).await {
         Ok(body) => body,
         Err(_) => {
@@ -186,7 +191,7 @@ async fn infer(
         Ok(Err(e)) => return error_response(&e),
         Err(_) => return error_response(&OipError::Internal("parsing stopped".into())),
     };
-    let answer = match rest.oip.infer("v2/infer", request).await {
+    let answer = match rest.oip.infer("v2/infer", request, Some(admitted)).await {
         Ok(answer) => answer,
         Err(e) => return error_response(&e),
     };

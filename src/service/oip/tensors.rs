@@ -450,6 +450,19 @@ pub enum TensorValues {
 }
 
 impl TensorValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorValues::Fp32(v) => v.len(),
+            TensorValues::Int64(v) => v.len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The values as little-endian bytes (the raw form).
     pub fn to_le_bytes(&self) -> Vec<u8> {
         match self {
@@ -476,13 +489,30 @@ pub enum Computed {
     Predictions(Vec<Prediction>),
 }
 
+impl Computed {
+    /// Values per image.
+    pub fn width(&self) -> usize {
+        match self {
+            Computed::Rows(output) => output.width,
+            Computed::Predictions(p) => p.first().map_or(0, |p| p.probabilities.len() + 2),
+        }
+    }
+}
+
 /// The output tensors `outputs` from what the engine computed for `n` images.
-pub fn output_tensors(outputs: &[TensorSpec], computed: Computed, n: usize) -> Vec<OutputTensor> {
+pub fn output_tensors(
+    outputs: &[TensorSpec],
+    mut computed: Computed,
+    n: usize,
+) -> Vec<OutputTensor> {
     outputs
         .iter()
         .map(|spec| {
-            let values = match (&computed, spec.name) {
-                (Computed::Rows(output), _) => TensorValues::Fp32(output.values.clone()),
+            let values = match (&mut computed, spec.name) {
+                // Encoder and decoder have one output each: move the rows, do not copy them.
+                (Computed::Rows(output), _) => {
+                    TensorValues::Fp32(std::mem::take(&mut output.values))
+                }
                 (Computed::Predictions(p), "class_index") => {
                     TensorValues::Int64(p.iter().map(|p| p.class_index as i64).collect())
                 }

@@ -217,7 +217,7 @@ struct RestInput {
     #[serde(default)]
     parameters: Parameters,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Numbers>,
 }
 
 #[derive(Deserialize)]
@@ -278,7 +278,7 @@ fn parse_body(
                 offset = end;
                 TensorData::Raw(bytes)
             }
-            (None, Some(data)) => typed_data(&input.name, &input.datatype, &data)?,
+            (None, Some(data)) => typed_data(&input.name, &input.datatype, data.0)?,
             (None, None) => {
                 return Err(OipError::Invalid(format!(
                     "inputs[{i}] ({}): no data; give `data` or a binary_data_size parameter",
@@ -324,43 +324,78 @@ fn parse_body(
     ))
 }
 
-/// JSON `data` (flat or nested arrays) as typed values of `datatype`.
-fn typed_data(name: &str, datatype: &str, data: &Value) -> Result<TensorData, OipError> {
-    let mut numbers = Vec::new();
-    flatten(data, &mut numbers);
-    let bad =
-        |i: usize, kind: &str| OipError::Invalid(format!("{name}: data element {i} is not {kind}"));
+/// JSON `data` as typed values of `datatype`.
+fn typed_data(name: &str, datatype: &str, numbers: Vec<f64>) -> Result<TensorData, OipError> {
     Ok(match datatype {
         "UINT8" => TensorData::Uint(
             numbers
                 .iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    v.as_u64()
-                        .and_then(|v| u32::try_from(v).ok())
-                        .ok_or_else(|| bad(i, "an unsigned integer"))
+                .map(|(i, &v)| {
+                    if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                        Ok(v as u32)
+                    } else {
+                        Err(OipError::Invalid(format!(
+                            "{name}: data element {i} is {v}, not an unsigned integer"
+                        )))
+                    }
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        "FP32" => TensorData::Fp32(
-            numbers
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_f64()
-                        .map(|v| v as f32)
-                        .ok_or_else(|| bad(i, "a number"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+        "FP32" => TensorData::Fp32(numbers.iter().map(|&v| v as f32).collect()),
         _ => TensorData::Other,
     })
 }
 
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
-        other => out.push(other),
+/// A tensor's JSON `data`: numbers, flat or nested in arrays, collected in row-major order
+/// while the body is read (no JSON tree in between, so a body costs at most 8 bytes an
+/// element beyond itself).
+struct Numbers(Vec<f64>);
+
+impl<'de> Deserialize<'de> for Numbers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut numbers = Vec::new();
+        deserializer.deserialize_any(Flatten(&mut numbers))?;
+        Ok(Numbers(numbers))
+    }
+}
+
+/// Appends the numbers of one JSON value (a number or an array of values) to its vector.
+struct Flatten<'a>(&'a mut Vec<f64>);
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, flat or nested in arrays")
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(v as f64);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(v as f64);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(v);
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod metrics;
+pub mod oip;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
 mod jobs;
+mod label_studio;
 mod registry;
 mod retrain;
 
@@ -145,6 +146,9 @@ pub struct ServeArgs {
     /// (images added through another server), in milliseconds.
     #[arg(long, default_value_t = 500, env = "AELABEL_JOB_POLL_MS", value_parser = parse_positive)]
     pub job_poll_ms: usize,
+    /// Label Studio ML backend flags.
+    #[command(flatten)]
+    pub label_studio: label_studio::LabelStudioArgs,
 }
 
 /// Flags of `aelabel label`.
@@ -434,6 +438,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease: seconds(args.job_claim_secs, "--job-claim-secs")?,
             poll: Duration::from_millis(args.job_poll_ms as u64),
         },
+        label_studio: args.label_studio.config(args.threads)?,
     };
     runtime()?.block_on(async move {
         let stop = shutdown_signal();

@@ -139,8 +139,12 @@ pub async fn register(store: &Store, path: &Path) -> anyhow::Result<String> {
         .context("model loading stopped")??;
     let record = NewModel::from_checkpoint(&model.meta, path, sha256);
     let outcome = store.register_model(&record).await?;
-    let version = &record.version;
-    Ok(match outcome {
+    Ok(registered_line(outcome, &record.version, store))
+}
+
+/// The line that tells how the registry took `version`.
+pub fn registered_line(outcome: Registered, version: &str, store: &Store) -> String {
+    match outcome {
         Registered::New { active: true } => {
             format!(
                 "registered model {version}: active (the first in {})",
@@ -153,7 +157,7 @@ pub async fn register(store: &Store, path: &Path) -> anyhow::Result<String> {
         Registered::Existing => {
             format!("model {version} was already registered: its path and checksum are updated")
         }
-    })
+    }
 }
 
 fn print_table(models: &[ModelRecord]) {

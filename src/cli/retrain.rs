@@ -1,14 +1,13 @@
 //! `aelabel retrain --job JOB`: a new model from the active one and a job's reviews,
 //! registered, compared with the active model, and activated on request when it is better.
 
-use super::registry::{register, DatabaseArgs};
+use super::registry::{registered_line, DatabaseArgs};
 use super::{default_threads, init_threads, runtime};
 use crate::config::{aelabel_home, parse_positive};
-use crate::model::Model;
-use crate::pipeline::retrain::{config_of, retrain, RetrainReport, ReviewedExample};
+use crate::pipeline::job_retrain::{retrain_job, Activation, JobRetrain};
+use crate::pipeline::retrain::RetrainReport;
 use crate::progress::Progress;
 use crate::store::Store;
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -44,84 +43,41 @@ pub fn retrain_command(args: RetrainArgs, quiet: bool) -> anyhow::Result<()> {
     init_threads(args.threads);
     let rt = runtime()?;
     let store = rt.block_on(Store::connect(&args.db.url()))?;
-    let (record, reviews) = rt.block_on(async {
-        let record = match &args.base {
-            Some(version) => store.model(version).await?,
-            None => store.active_model().await?,
-        };
-        let spec = store.job_spec(&args.job).await?;
-        let reviewed = store.reviewed_images(&args.job).await?;
-        let reviews = reviewed
-            .into_iter()
-            .map(|r| {
-                let class_name = spec
-                    .class_names
-                    .get(r.class as usize)
-                    .cloned()
-                    .with_context(|| {
-                        format!(
-                            "item `{}` has class {} outside the job's classes",
-                            r.client_id, r.class
-                        )
-                    })?;
-                Ok(ReviewedExample {
-                    pixels: r.pixels,
-                    class_name,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        anyhow::Ok((record, reviews))
-    })?;
-    if reviews.is_empty() {
-        anyhow::bail!(
-            "job {} has no reviewed items yet; review some with `aelabel jobs review {}` first",
-            args.job,
-            args.job
-        );
-    }
-    let (base, sha256) = Model::load_with_sha256(&record.path)?;
-    if sha256 != record.sha256 {
-        anyhow::bail!(
-            "{} is not the file registered as {} (checksum differs); register it again or restore it",
-            record.path.display(),
-            record.version
-        );
-    }
+    let spec = JobRetrain {
+        job: args.job.clone(),
+        base: args.base.clone(),
+        data: args.data.clone(),
+        threads: args.threads,
+        activate: args.activate,
+    };
     let prefix: String = args.job.chars().take(8).collect();
-    let out = args.out.clone().unwrap_or_else(|| {
-        aelabel_home()
-            .join("runs")
-            .join(format!("retrain-{prefix}-{}", reviews.len()))
-    });
-    let config = config_of(&base, out.clone(), args.threads, args.data.clone())?;
-    let provenance =
-        serde_json::json!({"job": args.job, "reviews": reviews.len(), "base": record.version});
-    let report = retrain(&config, &base, &reviews, provenance, &Progress::new(quiet))?;
-    print_report(&report);
-    println!("report: {}", out.join("retrain.md").display());
-    let model = report.model_path.clone();
-    rt.block_on(async {
-        let line = register(&store, &model).await.with_context(|| {
-            format!(
-                "the model is saved but could not be registered; register it later with `aelabel models register {}`",
-                model.display()
-            )
-        })?;
-        let version = &report.retrained.version;
-        if !args.activate {
-            println!("{line}");
-        } else if report.improved() {
-            store.activate(version).await?;
-            println!("registered model {version}\nactive: {version}");
-        } else {
-            println!(
-                "registered model {version}; not activated: it is not more accurate than {} on the test images",
-                report.previous.version
-            );
+    let out = |reviews: usize| {
+        args.out.clone().unwrap_or_else(|| {
+            aelabel_home()
+                .join("runs")
+                .join(format!("retrain-{prefix}-{reviews}"))
+        })
+    };
+    let outcome = retrain_job(rt.handle(), &store, &spec, out, &Progress::new(quiet))?;
+    let report = &outcome.report;
+    print_report(report);
+    println!(
+        "report: {}",
+        out(outcome.reviews).join("retrain.md").display()
+    );
+    let version = &report.retrained.version;
+    match outcome.activation {
+        Activation::NotAsked => {
+            println!("{}", registered_line(outcome.registered, version, &store))
         }
-        store.close().await;
-        anyhow::Ok(())
-    })
+        Activation::Activated => println!("registered model {version}\nactive: {version}"),
+        Activation::NotBetter => println!(
+            "registered model {version}; not activated: it is not more accurate than {} on the test images",
+            report.previous.version
+        ),
+    }
+    rt.block_on(store.close());
+    Ok(())
 }
 
 fn print_report(r: &RetrainReport) {

@@ -5,6 +5,7 @@
 
 mod artifacts;
 mod classifier;
+pub mod job_retrain;
 pub mod plots;
 mod pretrain;
 pub mod recipe;

@@ -51,6 +51,22 @@ impl LabelJobsService {
         }
     }
 
+    /// Parses images for a job of `width` × `height`, as [`LabelJobs::add_images`] does (the
+    /// same limits and decode budget): for the Label Studio backend's annotations.
+    pub(super) async fn parse_for_job(
+        &self,
+        images: Vec<pb::Image>,
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<NewImage>, Status> {
+        let rules = ImageRules {
+            width,
+            height,
+            ..self.rules
+        };
+        self.parse(images, rules).await
+    }
+
     /// Parses one message's images at the job's input size, off the reactor, and hashes them.
     async fn parse(
         &self,

@@ -306,6 +306,31 @@ impl Store {
         Ok(recorded)
     }
 
+    /// The id of the oldest job named `name`, if any: how a front door that names its jobs
+    /// (a Label Studio project's) finds its job again after a restart.
+    pub async fn job_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row =
+            sqlx::query("SELECT id FROM jobs WHERE name = $1 ORDER BY created_at, id LIMIT 1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Removes item `item_id` from the job (its review with it); true when it was there. The
+    /// image stays stored for other items with the same pixels.
+    pub async fn remove_item(&self, job_id: &str, item_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let removed = sqlx::query("DELETE FROM items WHERE job_id = $1 AND client_id = $2")
+            .bind(job_id)
+            .bind(item_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed > 0)
+    }
+
     async fn require_job(&self, job_id: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT id FROM jobs WHERE id = $1")
             .bind(job_id)

@@ -106,6 +106,7 @@ pub fn config() -> ServeConfig {
         max_decode_bytes: 256 << 20,
         shutdown_grace: Duration::from_secs(5),
         jobs: JobWorkerConfig::default(),
+        label_studio: None,
     }
 }
 

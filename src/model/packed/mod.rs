@@ -52,17 +52,24 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The best kernel this CPU runs, or `None` without AVX2 + FMA.
+    /// The best kernel this CPU runs, or `None` without AVX2 + FMA. `AELABEL_ENGINE_KERNEL`
+    /// (`avx512`, `avx2` or `portable`) picks a lesser one, to compare kernels on one machine
+    /// or to avoid AVX-512 where it lowers the clock; a kernel the CPU lacks is not taken.
     fn detect() -> Option<Self> {
+        let wanted = std::env::var("AELABEL_ENGINE_KERNEL").ok();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            let allows = |name: &str| wanted.as_deref().is_none_or(|w| w == name);
+            if allows("avx512") && std::arch::is_x86_feature_detected!("avx512f") {
                 return Some(Kernel::Avx512);
             }
-            if super::fastmath::has_avx2_fma() {
+            if (allows("avx2") || wanted.as_deref() == Some("avx512"))
+                && super::fastmath::has_avx2_fma()
+            {
                 return Some(Kernel::Avx2);
             }
         }
+        let _ = wanted;
         None
     }
 

@@ -27,5 +27,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".aelabel.v1.RawImage.pixels")
         .bytes(".aelabel.v1.Image.encoded")
         .compile_fds(descriptors)?;
+
+    // The Open Inference Protocol keeps prost's own codec (its messages carry tensors, not
+    // `aelabel.v1` images) and its own descriptor set; raw tensor bytes as `Bytes` for the
+    // same reason as images above.
+    let inference = "proto/inference/grpc_service.proto";
+    println!("cargo:rerun-if-changed={inference}");
+    let descriptors = protox::compile([inference], ["proto"])?;
+    std::fs::write(
+        out.join("inference_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -9,6 +9,17 @@ mod generated {
 
 pub use generated::*;
 
+/// The Open Inference Protocol's messages and stubs (package `inference`,
+/// `proto/inference/grpc_service.proto`), as Triton and KServe clients name them.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod inference {
+    tonic::include_proto!("inference");
+
+    /// The encoded descriptor set of `inference`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
+}
+
 /// The encoded descriptor set of `aelabel.v1`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/aelabel_descriptor.bin"));

@@ -32,43 +32,14 @@ fn k8s_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s")
 }
 
-/// The venv holding `kubernetes-validate`: created on the first call of the run when it is
-/// missing (a clean clone), reused after. Its `installed` file is written last, so an
-/// interrupted install is redone.
+/// The venv holding `kubernetes-validate` (see [`common::venv::python_venv`]).
 fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-validate-1.37.0");
-        let marker = venv.join("installed");
-        if marker.exists() {
-            return venv;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        let mut create = Command::new("python3");
-        create.arg("-m").arg("venv").arg(&venv);
-        let (code, out, err) = common::output_within(create);
-        assert_eq!(
-            code, 0,
-            "python3 -m venv {venv:?} failed (on Debian: apt-get install python3-venv):\n{out}{err}"
-        );
-        let mut install = Command::new(venv.join("bin/pip"));
-        install.args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            KUBERNETES_VALIDATE,
-        ]);
-        let (code, out, err) = common::output_within(install);
-        assert_eq!(
-            code, 0,
-            "pip install {KUBERNETES_VALIDATE} failed:\n{out}{err}"
-        );
-        std::fs::write(&marker, KUBERNETES_VALIDATE).expect("the venv's marker file");
-        venv
+        common::venv::python_venv("kubernetes-validate-1.37.0", &[KUBERNETES_VALIDATE])
     })
 }
 
-/// `kubectl kustomize deploy/k8s/<kustomization>`.
 fn render(kustomization: &str) -> String {
     let mut kubectl = Command::new("kubectl");
     kubectl.arg("kustomize").arg(k8s_dir().join(kustomization));

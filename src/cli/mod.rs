@@ -401,7 +401,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn task_of(rpc: Rpc) -> Task {
     match rpc {
-        Rpc::Encode => Task::Encode,
+        // `bench engine` runs what ModelInfer's encoder runs.
+        Rpc::Encode | Rpc::ModelInfer => Task::Encode,
         Rpc::Label => Task::Label,
         Rpc::Reconstruct => Task::Reconstruct,
     }

@@ -1,7 +1,10 @@
 //! `aelabel bench --server`: a closed-loop load generator. `concurrency` clients, each on its
 //! own connection, send the same request back to back for `duration` and time every answer.
 
-use super::{connect, ClientError};
+use super::{channel, ClientError, CLIENT_MAX_MESSAGE_BYTES};
+use crate::wire::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::wire::inference::{model_infer_request::InferInputTensor, ModelInferRequest};
+use crate::wire::labeller_client::LabellerClient;
 use crate::wire::{self as pb, code_name};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,6 +19,9 @@ pub enum Rpc {
     Label,
     /// `Reconstruct`.
     Reconstruct,
+    /// The Open Inference Protocol's `ModelInfer` on `aelabel-encoder`, the images as one raw
+    /// UINT8 [batch, height, width] tensor: the same work as `Encode`.
+    ModelInfer,
 }
 
 /// One load test.
@@ -105,6 +111,30 @@ fn synthetic_images(batch: usize, width: u32, height: u32) -> Vec<pb::Image> {
         .collect()
 }
 
+/// `images` (raw, all `width` × `height`) as one `ModelInfer` request to `aelabel-encoder`.
+fn model_infer_request(images: &[pb::Image], width: u32, height: u32) -> ModelInferRequest {
+    let pixels: Vec<u8> = images
+        .iter()
+        .filter_map(|image| match &image.data {
+            Some(pb::image::Data::Raw(raw)) => Some(raw.pixels.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    ModelInferRequest {
+        model_name: "aelabel-encoder".into(),
+        inputs: vec![InferInputTensor {
+            name: "images".into(),
+            datatype: "UINT8".into(),
+            shape: vec![images.len() as i64, i64::from(height), i64::from(width)],
+            parameters: Default::default(),
+            contents: None,
+        }],
+        raw_input_contents: vec![pixels.into()],
+        ..Default::default()
+    }
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -120,20 +150,28 @@ pub async fn run_load(test: &LoadTest) -> Result<LoadReport, ClientError> {
             "--batch and --concurrency must be at least 1".into(),
         ));
     }
-    let mut probe = connect(&test.server).await?;
+    let mut probe = super::connect(&test.server).await?;
     let info = probe
         .get_model_info(pb::GetModelInfoRequest {})
         .await?
         .into_inner();
     let images = synthetic_images(test.batch, info.input_width, info.input_height);
-    let mut clients = Vec::with_capacity(test.concurrency);
+    let infer = model_infer_request(&images, info.input_width, info.input_height);
+    let mut channels = Vec::with_capacity(test.concurrency);
     for _ in 0..test.concurrency {
-        clients.push(connect(&test.server).await?);
+        channels.push(channel(&test.server).await?);
     }
     let started = Instant::now();
     let deadline = started + test.duration;
     let mut tasks = Vec::new();
-    for mut client in clients {
+    for channel in channels {
+        let mut client = LabellerClient::new(channel.clone())
+            .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES);
+        let mut inference = GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES);
+        let infer = infer.clone();
         let images = images.clone();
         let rpc = test.rpc;
         tasks.push(tokio::spawn(async move {
@@ -161,6 +199,7 @@ pub async fn run_load(test: &LoadTest) -> Result<LoadReport, ClientError> {
                         })
                         .await
                         .map(|_| ()),
+                    Rpc::ModelInfer => inference.model_infer(infer.clone()).await.map(|_| ()),
                 };
                 match result {
                     Ok(()) => latencies.push(sent.elapsed().as_secs_f64() * 1e3),

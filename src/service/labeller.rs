@@ -1,6 +1,7 @@
 //! The `aelabel.v1.Labeller` service: parse the request, take an in-flight slot, hand the
 //! images to the engine, await the result, convert it back. No maths runs here.
 
+use super::admission::{Admission, Slot, Wait};
 use super::convert::{self, ImageRules, ParsedImages};
 use super::metrics::Metrics;
 use crate::inference::{Engine, EngineError, EngineHandle, Output, Prediction, Task};
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -52,8 +53,7 @@ pub(super) fn lower_priority_for_image_work() {
 pub struct LabellerService {
     engine: Arc<EngineHandle>,
     rules: ImageRules,
-    slots: Arc<Semaphore>,
-    max_in_flight: usize,
+    admission: Admission,
     metrics: Arc<Metrics>,
     decode_budget: Arc<Semaphore>,
 }
@@ -90,8 +90,7 @@ impl LabellerService {
         Self {
             engine,
             rules,
-            slots: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
+            admission: Admission::new(max_in_flight, metrics.clone()),
             metrics,
             decode_budget: Arc::new(Semaphore::new(
                 usize::try_from(rules.decode_budget.div_ceil(1024))
@@ -101,12 +100,16 @@ impl LabellerService {
         }
     }
 
+    /// The in-flight slots this service takes, for other doors onto the same engine.
+    pub(crate) fn admission(&self) -> Admission {
+        self.admission.clone()
+    }
+
     fn shared(&self) -> Shared {
         Shared {
             engine: self.engine.clone(),
             rules: self.rules,
-            slots: self.slots.clone(),
-            max_in_flight: self.max_in_flight,
+            admission: self.admission.clone(),
             metrics: self.metrics.clone(),
             decode_budget: self.decode_budget.clone(),
         }
@@ -142,7 +145,7 @@ impl LabelDoor {
         observed(&shared.metrics, method, images.len(), async {
             let engine = shared.engine.current();
             let threshold = engine.meta().auto_accept_threshold;
-            let slot = shared.admit(Admission::FailFast).await?;
+            let slot = shared.admit(Wait::FailFast).await?;
             let parsed = shared.parse(&engine, images).await?;
             let (_, predictions) = shared.label(&engine, parsed, threshold, slot)?.await?;
             Ok((engine.meta().version.clone(), predictions))
@@ -161,19 +164,9 @@ impl LabelDoor {
 struct Shared {
     engine: Arc<EngineHandle>,
     rules: ImageRules,
-    slots: Arc<Semaphore>,
-    max_in_flight: usize,
+    admission: Admission,
     metrics: Arc<Metrics>,
     decode_budget: Arc<Semaphore>,
-}
-
-/// How a call waits for an in-flight slot.
-#[derive(Clone, Copy)]
-enum Admission {
-    /// Unary calls: fail at once with RESOURCE_EXHAUSTED.
-    FailFast,
-    /// Stream messages: wait for a slot.
-    Wait,
 }
 
 impl Shared {
@@ -204,26 +197,8 @@ impl Shared {
         }
     }
 
-    async fn admit(&self, admission: Admission) -> Result<Slot, Status> {
-        let permit = match admission {
-            Admission::FailFast => self.slots.clone().try_acquire_owned().map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "the server is busy: {} requests are in flight; retry with back-off",
-                    self.max_in_flight
-                ))
-            })?,
-            Admission::Wait => self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Status::unavailable("the server is shutting down"))?,
-        };
-        self.metrics.slot_taken();
-        Ok(Slot {
-            _permit: permit,
-            metrics: self.metrics.clone(),
-        })
+    async fn admit(&self, wait: Wait) -> Result<Slot, Status> {
+        self.admission.admit(wait).await
     }
 
     /// Queues `task` on the parsed images; the returned future holds the in-flight slot
@@ -269,20 +244,7 @@ async fn hold_slot<T>(
     Ok((ids, result))
 }
 
-/// An in-flight slot; taking and releasing it moves the gauge by one, atomically, so slots
-/// taken and released at the same moment cannot leave it at a stale count.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.metrics.slot_released();
-    }
-}
-
-fn engine_status(e: EngineError) -> Status {
+pub(super) fn engine_status(e: EngineError) -> Status {
     match e {
         EngineError::Stopped => Status::unavailable("the inference engine has stopped"),
         other => Status::internal(other.to_string()),
@@ -291,7 +253,7 @@ fn engine_status(e: EngineError) -> Status {
 
 /// Runs one call inside a span that records method, batch size, status and latency, and
 /// counts it in the metrics.
-async fn observed<T>(
+pub(super) async fn observed<T>(
     metrics: &Metrics,
     method: &'static str,
     images: usize,
@@ -335,7 +297,7 @@ impl pb::labeller_server::Labeller for LabellerService {
         let images = request.into_inner().images;
         observed(&self.metrics, "Encode", images.len(), async {
             let engine = shared.engine.current();
-            let slot = shared.admit(Admission::FailFast).await?;
+            let slot = shared.admit(Wait::FailFast).await?;
             let parsed = shared.parse(&engine, images).await?;
             let (ids, output) = shared.run(&engine, Task::Encode, parsed, slot)?.await?;
             Ok(Response::new(convert::encode_response(
@@ -357,7 +319,7 @@ impl pb::labeller_server::Labeller for LabellerService {
         let images = request.images;
         observed(&self.metrics, "Reconstruct", images.len(), async {
             let engine = shared.engine.current();
-            let slot = shared.admit(Admission::FailFast).await?;
+            let slot = shared.admit(Wait::FailFast).await?;
             let parsed = shared.parse(&engine, images).await?;
             let (ids, output) = shared
                 .run(&engine, Task::Reconstruct, parsed, slot)?
@@ -379,7 +341,7 @@ impl pb::labeller_server::Labeller for LabellerService {
         let shared = self.shared();
         let request = request.into_inner();
         observed(&self.metrics, "Label", request.images.len(), async {
-            let pending = label_pending(&shared, request, Admission::FailFast).await?;
+            let pending = label_pending(&shared, request, Wait::FailFast).await?;
             Ok(Response::new(pending.await?))
         })
         .await
@@ -412,7 +374,7 @@ impl pb::labeller_server::Labeller for LabellerService {
                 let started = Instant::now();
                 let images = request.images.len();
                 let metrics = shared.metrics.clone();
-                let result = label_pending(&shared, request, Admission::Wait).await;
+                let result = label_pending(&shared, request, Wait::Queue).await;
                 let failed = result.is_err();
                 let pending: PendingLabel = Box::pin(async move {
                     let result = match result {
@@ -462,7 +424,7 @@ impl pb::labeller_server::Labeller for LabellerService {
 async fn label_pending(
     shared: &Shared,
     request: pb::LabelRequest,
-    admission: Admission,
+    admission: Wait,
 ) -> Result<PendingLabel, Status> {
     // One model for the whole call, even if another is swapped in meanwhile.
     let engine = shared.engine.current();

@@ -8,6 +8,7 @@
 //! worker that labels the jobs' pending items (health name `aelabel.v1.LabelJobs`, `SERVING`
 //! while the database answers).
 
+mod admission;
 pub mod codec;
 mod codes;
 pub mod convert;
@@ -18,6 +19,7 @@ mod jobs;
 pub mod label_studio;
 mod labeller;
 pub mod metrics;
+pub mod oip;
 mod reload;
 
 pub use job_worker::JobWorkerConfig;
@@ -29,6 +31,7 @@ use crate::data::ImageLimits;
 use crate::inference::{Engine, EngineConfig, EngineError, EngineHandle};
 use crate::model::{CheckpointError, Model};
 use crate::store::{Store, StoreError};
+use crate::wire::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::wire::label_jobs_server::LabelJobsServer;
 use crate::wire::labeller_server::LabellerServer;
 use convert::ImageRules;
@@ -298,10 +301,12 @@ impl Application {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::inference::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::inference::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let served = self.engine.current();
         let rules = ImageRules {
@@ -319,6 +324,17 @@ impl Application {
             self.config.max_in_flight,
             self.metrics.clone(),
         );
+        // The Open Inference Protocol shares the Labeller's slots and health status.
+        let inference = oip::OpenInference::new(
+            self.engine.clone(),
+            labeller.admission(),
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+            self.config.engine.max_batch,
+            self.metrics.clone(),
+        );
+        let inference_grpc = GrpcInferenceServiceServer::new(inference.clone())
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
         let door = labeller.door();
         let labeller = LabellerServer::new(labeller)
             .max_decoding_message_size(self.config.max_message_bytes)
@@ -353,6 +369,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(labeller)
+            .add_service(inference_grpc)
             .add_optional_service(label_jobs)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = grpc_stopped.await;
@@ -360,7 +377,8 @@ impl Application {
         let mut server = tokio::spawn(server);
 
         let (stop_http, http_stopped) = oneshot::channel::<()>();
-        let mut routes = http::metrics_routes(self.metrics.clone());
+        let mut routes = http::metrics_routes(self.metrics.clone())
+            .merge(oip::rest::routes(inference, self.config.max_message_bytes));
         if let (Some(config), Some(jobs), Some(store)) = (
             self.config.label_studio.clone(),
             jobs_service,

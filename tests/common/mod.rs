@@ -3,9 +3,11 @@
 
 pub mod db;
 pub mod metrics;
+pub mod oip;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod venv;
 
 use aelabel::data::DataOptions;
 use aelabel::pipeline::{PipelineConfig, Preset};

@@ -173,6 +173,23 @@ async fn no_http_leaves_only_the_grpc_port_open() {
         assert_eq!(with_metrics.listening_ports(), both);
         drop(with_metrics);
 
+        // AELABEL_METRICS_ADDR, the older name of AELABEL_HTTP_ADDR, still moves the port.
+        let mut legacy = clean_command();
+        legacy
+            .args(["serve", "--log-format", "json", "--threads", "1"])
+            .args(["--addr", "127.0.0.1:0", "--model"])
+            .arg(model_path())
+            .env("AELABEL_METRICS_ADDR", "127.0.0.1:0");
+        let legacy = ServerProcess::spawn(legacy);
+        let moved = legacy
+            .http_addr
+            .expect("AELABEL_METRICS_ADDR gives the HTTP port");
+        assert_ne!(moved.port(), aelabel::service::DEFAULT_HTTP_PORT);
+        let mut both = vec![legacy.addr.port(), moved.port()];
+        both.sort_unstable();
+        assert_eq!(legacy.listening_ports(), both);
+        drop(legacy);
+
         // The new names and the older ones from when the port served only metrics.
         let flag = |name: &str| {
             let mut command = serve_command(model_path());

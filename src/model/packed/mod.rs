@@ -59,18 +59,39 @@ impl Kernel {
         let wanted = std::env::var("AELABEL_ENGINE_KERNEL").ok();
         #[cfg(target_arch = "x86_64")]
         {
-            let allows = |name: &str| wanted.as_deref().is_none_or(|w| w == name);
-            if allows("avx512") && std::arch::is_x86_feature_detected!("avx512f") {
-                return Some(Kernel::Avx512);
-            }
-            if (allows("avx2") || wanted.as_deref() == Some("avx512"))
-                && super::fastmath::has_avx2_fma()
-            {
-                return Some(Kernel::Avx2);
-            }
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            Self::choose(wanted.as_deref(), avx512, super::fastmath::has_avx2_fma())
         }
-        let _ = wanted;
-        None
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = wanted;
+            None
+        }
+    }
+
+    /// The kernel for a CPU with (`avx512`, `avx2`) when `wanted` names the best one allowed;
+    /// an unknown name is ignored with a warning rather than silently meaning `portable`.
+    #[cfg(target_arch = "x86_64")]
+    fn choose(wanted: Option<&str>, avx512: bool, avx2: bool) -> Option<Self> {
+        let ceiling = match wanted {
+            None | Some("avx512") => 2,
+            Some("avx2") => 1,
+            Some("portable") => 0,
+            Some(other) => {
+                tracing::warn!(
+                    value = other,
+                    "AELABEL_ENGINE_KERNEL is not avx512, avx2 or portable: using the best kernel"
+                );
+                2
+            }
+        };
+        if ceiling >= 2 && avx512 {
+            Some(Kernel::Avx512)
+        } else if ceiling >= 1 && avx2 {
+            Some(Kernel::Avx2)
+        } else {
+            None
+        }
     }
 
     /// Columns per packed panel.
@@ -399,6 +420,21 @@ mod tests {
     use crate::model::{autoencoder, classifier_from_encoder, Decoder};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn aelabel_engine_kernel_caps_the_kernel_at_what_the_cpu_has() {
+        use Kernel::{Avx2, Avx512};
+        let pick = |wanted, avx512, avx2| Kernel::choose(wanted, avx512, avx2);
+        assert!(matches!(pick(None, true, true), Some(Avx512)));
+        assert!(matches!(pick(Some("avx512"), true, true), Some(Avx512)));
+        assert!(matches!(pick(Some("avx2"), true, true), Some(Avx2)));
+        assert!(pick(Some("portable"), true, true).is_none());
+        assert!(matches!(pick(Some("avx512"), false, true), Some(Avx2)));
+        assert!(matches!(pick(Some("avx3"), true, true), Some(Avx512)));
+        assert!(pick(Some("avx2"), false, false).is_none());
+        assert!(matches!(pick(None, false, true), Some(Avx2)));
+    }
 
     /// Every kernel this CPU runs, not only the one `detect` picks.
     fn kernels() -> Vec<Kernel> {

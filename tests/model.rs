@@ -23,6 +23,7 @@ fn options(epochs: usize, loss: Loss) -> FitOptions {
         threads: 1,
         shift: None,
         mixup: 0.0,
+        cosine_decay: false,
     }
 }
 
@@ -99,6 +100,7 @@ fn frozen_layers_stay_bit_identical_through_training() {
         inputs: Inputs::Floats(&x),
         targets: Targets::Classes(&y),
         len: 64,
+        again: &[],
     };
     fit(
         &mut clf,
@@ -223,6 +225,7 @@ fn train_once(seed: u64, threads: usize) -> Network {
         inputs: Inputs::Floats(&x),
         targets: Targets::Inputs,
         len: 256,
+        again: &[],
     };
     let mut opts = options(2, Loss::BinaryCrossEntropy);
     opts.threads = threads;

@@ -243,6 +243,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     });
     let calibration = calibrate(
         &pretrained.network,
+        &trained.network,
         &recipe,
         &data,
         &labelled_set,

@@ -51,6 +51,7 @@ pub fn pretrain(
         threads,
         shift: None,
         mixup: 0.0,
+        cosine_decay: false,
     };
     let (network, phases) = match recipe.mode {
         PretrainMode::Joint | PretrainMode::Tied => {
@@ -65,11 +66,13 @@ pub fn pretrain(
                 inputs: images,
                 targets: Targets::Inputs,
                 len: n,
+                again: &[],
             };
             let val = Examples {
                 inputs: valid,
                 targets: Targets::Inputs,
                 len: n_valid,
+                again: &[],
             };
             let loss = Loss::BinaryCrossEntropy;
             let epochs = fit(
@@ -123,11 +126,13 @@ pub fn pretrain(
                     inputs,
                     targets: Targets::Inputs,
                     len: n,
+                    again: &[],
                 };
                 let val = Examples {
                     inputs: val_inputs,
                     targets: Targets::Inputs,
                     len: n_valid,
+                    again: &[],
                 };
                 let mut opts = options(loss);
                 if !outer {
@@ -162,6 +167,7 @@ pub fn pretrain(
         inputs: valid,
         targets: Targets::Inputs,
         len: n_valid,
+        again: &[],
     };
     let (valid_bce, valid_rounded_accuracy) =
         evaluate(&network, &val, Loss::BinaryCrossEntropy, threads);

@@ -308,6 +308,7 @@ pub fn retrain(
     );
     let calibration = calibrate(
         pretrained,
+        &trained.network,
         &recipe,
         &data,
         &labelled_set,

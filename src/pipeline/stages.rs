@@ -1,20 +1,24 @@
 //! The pipeline's stages besides pretraining and the classifier's own (in `classifier`): load,
 //! baselines, evaluation, calibration of the auto-accept threshold, and saving the model.
 
-use super::classifier::{train_classifier, Labelled, TrainedClassifier, Unlabelled};
+use super::classifier::{
+    spreading, teacher, teacher_steps, train_classifier, Labelled, TrainedClassifier, Unlabelled,
+};
 use super::recipe::{OptimizerSpec, PretrainMode, Recipe};
 use super::{PipelineConfig, PipelineError};
 use crate::data::{split, DataOptions, Dataset, ImageSet, SplitOptions, TrainingData};
 use crate::model::{
-    classifier_from_encoder, classifier_from_scratch, probabilities_rows, Decoder, Inputs, Model,
-    ModelMeta, Network, OutOfFold,
+    classifier_from_encoder, classifier_from_scratch, probabilities_rows, top_class, Decoder,
+    Inputs, Model, ModelMeta, Network, OutOfFold,
 };
 use crate::train::folds::stratified_folds;
 use crate::train::metrics::{
     accuracy, choose_threshold, confusion, coverage_at, predictions, Coverage,
 };
-use crate::train::{Observer, Prefixed};
+use crate::train::{Observer, Prefixed, StepsOnly};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Load stage: reads the data set (decoding with a progress bar) and cuts it for the run.
@@ -173,15 +177,23 @@ pub struct Calibration {
     pub evidence: OutOfFold,
 }
 
-/// Calibrate stage: out-of-fold confidence and correctness for every labelled image (each fold
-/// predicted by a classifier trained with the full recipe on the other folds, its held-out
-/// images unlabelled like the rest of the pool), then the lowest threshold whose accepted
-/// predictions reach `target`. Only labelled images are used; when `judged` is given, only
-/// those marked `true` judge the threshold (all still train): a sample picked for being hard,
-/// such as least-confident reviews, would say little about the images the model will label.
+/// Calibrate stage: the auto-accept threshold of `classifier` for `target` accuracy.
+///
+/// Out of fold: each labelled image is predicted by a teacher trained on the other folds'
+/// labels and its spreading over the pool (the student's targets, where held-out images are
+/// unlabelled like the rest of the pool); folds run side by side, one thread each. Retraining
+/// the whole student per fold cost 5× the student for a threshold no better (see
+/// `docs/labelling-quality.md`). The out-of-fold ranking is then put on `classifier`'s scale:
+/// an image ranked in the top fraction q out of fold gets the confidence `classifier` has at
+/// the same fraction q of the unlabelled pool, so the threshold is a confidence of the model
+/// that serves, whose own scores on labelled images are not out of fold. Only labelled images
+/// judge; when `judged` is given, only those marked `true` do (all still train): a sample
+/// picked for being hard, such as least-confident reviews, says little about the images the
+/// model will label.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     pretrained: &Network,
+    classifier: &Network,
     recipe: &Recipe,
     data: &TrainingData,
     labelled: &ImageSet,
@@ -192,72 +204,136 @@ pub fn calibrate(
     observer: &dyn Observer,
 ) -> Calibration {
     let n = data.labels.len();
-    let folds = recipe.calibration_folds.clamp(2, n);
+    let folds = recipe.calibration_folds.clamp(2, n.max(2));
     let fold_of = stratified_folds(&data.labels, folds, rng);
-    let classes = data.classes();
+    let seeds: Vec<u64> = (0..folds).map(|_| rng.random()).collect();
+    let train_sizes = (0..folds).map(|k| fold_of.iter().filter(|&&f| f != k).count());
+    let steps = train_sizes
+        .map(|len| teacher_steps(&recipe.finetune, len))
+        .sum();
+    observer.note(&format!(
+        "cross-validation: {folds} folds of teacher and spreading, side by side"
+    ));
+    observer.phase_started("cross-validation", 1, steps);
+    let bar = StepsOnly(observer);
+    let out_of_fold: Vec<Vec<(usize, TopClass)>> = (0..folds)
+        .into_par_iter()
+        .map(|k| {
+            fold_predictions(
+                pretrained, recipe, data, labelled, &fold_of, k, seeds[k], &bar,
+            )
+        })
+        .collect();
+    observer.phase_done("cross-validation");
     let mut confidence = vec![0.0; n];
     let mut correct = vec![false; n];
-    for k in 0..folds {
-        let (train_idx, held_idx): (Vec<usize>, Vec<usize>) =
-            (0..n).partition(|&i| fold_of[i] != k);
-        let train = labelled.select(&train_idx);
-        let held = labelled.select(&held_idx);
-        let train_labels: Vec<u32> = train_idx.iter().map(|&i| data.labels[i]).collect();
-        observer.note(&format!(
-            "cross-validation fold {}/{folds}: {} train, {} held out",
-            k + 1,
-            train.len(),
-            held.len()
-        ));
-        let net = classifier_from_encoder(pretrained, classes, rng);
-        let rows: Vec<usize> = train_idx.iter().map(|&i| data.labelled_rows[i]).collect();
-        let trained = train_classifier(
-            net,
-            &recipe.finetune,
-            Labelled {
-                images: Inputs::Bytes(&train.pixels),
-                labels: &train_labels,
-            },
-            Some(Unlabelled {
-                images: Inputs::Bytes(&data.pool.pixels),
-                labelled_rows: &rows,
-                labels: &train_labels,
-            }),
-            (data.pool.width, data.pool.height),
-            rng,
-            threads,
-            &Prefixed {
-                prefix: format!("fold {}/{folds}: ", k + 1),
-                inner: observer,
-                epoch_lines: false,
-            },
-        );
-        let held_predictions = predictions(
-            &probabilities_rows(&trained.network, Inputs::Bytes(&held.pixels), threads),
-            classes,
-        );
-        for (&i, p) in held_idx.iter().zip(&held_predictions) {
-            confidence[i] = p.1;
-            correct[i] = p.0 == data.labels[i];
-        }
+    for (i, (class, conf)) in out_of_fold.into_iter().flatten() {
+        confidence[i] = conf;
+        correct[i] = class == data.labels[i];
     }
     if let Some(judged) = judged {
         let keep = |i: &usize| judged.get(*i).copied().unwrap_or(false);
         confidence = (0..n).filter(keep).map(|i| confidence[i]).collect();
         correct = (0..n).filter(keep).map(|i| correct[i]).collect();
     }
-    let n = correct.len();
+    let pool = unlabelled_confidences(classifier, data, threads);
+    let confidence = on_scale_of(&confidence, &pool);
     let threshold = choose_threshold(&confidence, &correct, target);
     Calibration {
         folds,
         threshold,
-        cross_validated_accuracy: correct.iter().filter(|&&ok| ok).count() as f64 / n.max(1) as f64,
+        cross_validated_accuracy: correct.iter().filter(|&&ok| ok).count() as f64
+            / correct.len().max(1) as f64,
         coverage: coverage_at(threshold, &confidence, &correct),
         evidence: OutOfFold {
             confidence,
             correct,
         },
     }
+}
+
+/// A predicted class and its confidence.
+type TopClass = (u32, f32);
+
+/// Fold `k`'s out-of-fold predictions: (labelled index, prediction) for its held-out images.
+#[allow(clippy::too_many_arguments)]
+fn fold_predictions(
+    pretrained: &Network,
+    recipe: &Recipe,
+    data: &TrainingData,
+    labelled: &ImageSet,
+    fold_of: &[usize],
+    k: usize,
+    seed: u64,
+    observer: &dyn Observer,
+) -> Vec<(usize, TopClass)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let classes = data.classes();
+    let (train_idx, held_idx): (Vec<usize>, Vec<usize>) =
+        (0..data.labels.len()).partition(|&i| fold_of[i] != k);
+    let train = labelled.select(&train_idx);
+    let train_labels: Vec<u32> = train_idx.iter().map(|&i| data.labels[i]).collect();
+    let rows: Vec<usize> = train_idx.iter().map(|&i| data.labelled_rows[i]).collect();
+    let net = classifier_from_encoder(pretrained, classes, &mut rng);
+    let images = Inputs::Bytes(&train.pixels);
+    let labelled = Labelled {
+        images,
+        labels: &train_labels,
+    };
+    let trained = teacher(net, &recipe.finetune, labelled, &mut rng, 1, observer);
+    let pool = Unlabelled {
+        images: Inputs::Bytes(&data.pool.pixels),
+        labelled_rows: &rows,
+        labels: &train_labels,
+    };
+    let targets = spreading(&trained.network, &pool, &recipe.finetune, 1);
+    held_idx
+        .into_iter()
+        .map(|i| {
+            let row = data.labelled_rows[i];
+            let (class, conf) = top_class(&targets.values[row * classes..(row + 1) * classes]);
+            (i, (class as u32, conf))
+        })
+        .collect()
+}
+
+/// `classifier`'s confidence on every unlabelled pool image, highest first.
+fn unlabelled_confidences(classifier: &Network, data: &TrainingData, threads: usize) -> Vec<f32> {
+    let classes = classifier.output_size();
+    let mut is_labelled = vec![false; data.pool.len()];
+    data.labelled_rows
+        .iter()
+        .for_each(|&r| is_labelled[r] = true);
+    let probs = probabilities_rows(classifier, Inputs::Bytes(&data.pool.pixels), threads);
+    let mut conf: Vec<f32> = probs
+        .chunks_exact(classes)
+        .zip(&is_labelled)
+        .filter(|(_, &l)| !l)
+        .map(|(row, _)| top_class(row).1)
+        .collect();
+    conf.sort_by(|a, b| b.total_cmp(a));
+    conf
+}
+
+/// Puts out-of-fold confidences on the scale of `pool` (another model's confidences, highest
+/// first): a value that r of the n out-of-fold values reach becomes the pool's confidence at
+/// rank ⌊r·N/n⌋ of its N, so both accept the same fraction. Order is kept (ties may merge);
+/// without a pool the values are returned as they are.
+pub fn on_scale_of(out_of_fold: &[f32], pool: &[f32]) -> Vec<f32> {
+    let (n, big_n) = (out_of_fold.len(), pool.len());
+    if n == 0 || big_n == 0 {
+        return out_of_fold.to_vec();
+    }
+    let mut sorted = out_of_fold.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    out_of_fold
+        .iter()
+        .map(|&c| {
+            // How many out-of-fold values reach c (c itself included).
+            let reach = sorted.partition_point(|&v| v >= c);
+            pool[(reach * big_n / n).clamp(1, big_n) - 1]
+        })
+        .collect()
 }
 
 /// Save stage: the autoencoder and classifier with everything a server needs (input size,
@@ -306,4 +382,24 @@ pub fn save(
     let path = out_dir.join("model.safetensors");
     model.save(&path)?;
     Ok((model, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_scale_of;
+
+    #[test]
+    fn out_of_fold_ranks_take_the_pool_confidence_at_the_same_fraction() {
+        // Four out-of-fold values; the pool's eight confidences, highest first.
+        let pool = [0.99, 0.97, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5];
+        let mapped = on_scale_of(&[0.6, 0.9, 0.3, 0.9], &pool);
+        // 0.9 is reached by 2 of 4 → rank 4 of 8; 0.6 by 3 → rank 6; 0.3 by 4 → rank 8.
+        assert_eq!(mapped, vec![0.7, 0.9, 0.5, 0.9]);
+        // A threshold at a mapped value accepts the same fraction of both.
+        let accepted = mapped.iter().filter(|&&c| c >= 0.7).count();
+        assert_eq!(accepted * pool.len() / mapped.len(), 6);
+        assert_eq!(pool.iter().filter(|&&c| c >= 0.7).count(), 6);
+        // No pool: the values stay as they are.
+        assert_eq!(on_scale_of(&[0.4, 0.8], &[]), vec![0.4, 0.8]);
+    }
 }

@@ -108,7 +108,8 @@ pub fn build_report(o: &Outcome<'_>) -> Report {
             target_accuracy: o.config.target_accuracy,
             threshold: o.calibration.threshold,
             calibration: format!(
-                "{}-fold cross-validation over the labelled images",
+                "{}-fold cross-validation of teacher and spreading over the labelled images, \
+                 ranked on the served model's confidence over the unlabelled pool",
                 o.calibration.folds
             ),
             cross_validated_accuracy: o.calibration.cross_validated_accuracy,

@@ -45,11 +45,13 @@ pub fn bench_train(
         threads,
         shift: None,
         mixup: 0.0,
+        cosine_decay: false,
     };
     let train = Examples {
         inputs: images,
         targets: Targets::Inputs,
         len: n,
+        again: &[],
     };
     let logs = fit(
         &mut net, &mut opt, &train, None, &options, &mut rng, "bench", &Silent,

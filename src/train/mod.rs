@@ -11,7 +11,7 @@ pub mod tsne;
 
 pub use optim::Optimizer;
 
-use crate::model::{Inputs, Loss, Network, Target, Workspace, CHUNK_ROWS};
+use crate::model::{Inputs, Loss, Network, StepStats, Target, Workspace, CHUNK_ROWS};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -38,6 +38,9 @@ pub struct Examples<'a> {
     pub targets: Targets<'a>,
     /// Number of examples.
     pub len: usize,
+    /// Rows visited once more in every epoch, besides every row once (a row listed twice is
+    /// visited twice more): a handful of labelled rows among many unlabelled ones.
+    pub again: &'a [usize],
 }
 
 /// How one training phase runs.
@@ -58,6 +61,10 @@ pub struct FitOptions {
     /// Mixup strength α (0 = off): each example is blended with another of its batch by
     /// λ ~ Beta(α, α), inputs and value targets alike.
     pub mixup: f32,
+    /// Decay the learning rate each epoch along a half cosine, from the optimiser's rate in the
+    /// first epoch towards 0 (epoch e of E runs at `rate · (1 + cos(π·e/E)) / 2`); the rate is
+    /// restored afterwards. Off: the rate stays constant.
+    pub cosine_decay: bool,
 }
 
 /// Random translation of each training image by up to `max` pixels in x and y (zero fill):
@@ -160,6 +167,16 @@ impl Observer for Prefixed<'_> {
     }
 }
 
+/// Forwards only steps to another observer: work running side by side (cross-validation folds
+/// on their own threads) advances one shared bar instead of each starting its own.
+pub struct StepsOnly<'a>(pub &'a dyn Observer);
+
+impl Observer for StepsOnly<'_> {
+    fn step_done(&self) {
+        self.0.step_done();
+    }
+}
+
 /// An observer that ignores everything.
 pub struct Silent;
 impl Observer for Silent {}
@@ -210,21 +227,50 @@ pub fn fit(
     phase: &str,
     observer: &dyn Observer,
 ) -> Vec<EpochLog> {
+    // Run on a pool thread, so that each step's `rayon::join` hands one half to the other pool
+    // thread instead of parking this one and waking two.
+    if options.threads >= 2 && rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| {
+            fit_here(net, optimizer, train, valid, options, rng, phase, observer)
+        });
+    }
+    fit_here(net, optimizer, train, valid, options, rng, phase, observer)
+}
+
+/// [`fit`] on the current thread.
+#[allow(clippy::too_many_arguments)]
+fn fit_here(
+    net: &mut Network,
+    optimizer: &mut Optimizer,
+    train: &Examples<'_>,
+    valid: Option<&Examples<'_>>,
+    options: &FitOptions,
+    rng: &mut ChaCha8Rng,
+    phase: &str,
+    observer: &dyn Observer,
+) -> Vec<EpochLog> {
     let in_width = net.input_size();
     let out_width = net.output_size();
     let batch = options.batch_size.max(1);
-    let steps = train.len.div_ceil(batch);
+    let mut order: Vec<usize> = (0..train.len).chain(train.again.iter().copied()).collect();
+    let steps = order.len().div_ceil(batch);
     observer.phase_started(phase, options.epochs, steps);
-    let mut ws = Workspace::default();
-    let mut order: Vec<usize> = (0..train.len).collect();
+    let mut halves = [Workspace::default(), Workspace::default()];
     let mut x = vec![0.0f32; batch * in_width];
     let mut unshifted = vec![0.0f32; in_width];
     let mut values = Vec::new();
     let mut mix_scratch = (Vec::new(), Vec::new());
     let mut classes = Vec::new();
     let mut logs = Vec::with_capacity(options.epochs);
+    let base_rate = optimizer.learning_rate();
     for epoch in 1..=options.epochs {
         let started = Instant::now();
+        if options.cosine_decay {
+            let progress = (epoch - 1) as f32 / options.epochs as f32;
+            optimizer.set_learning_rate(
+                base_rate * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()),
+            );
+        }
         order.shuffle(rng);
         let (mut loss_sum, mut hits, mut hit_total) = (0.0, 0.0, 0.0);
         for chunk in order.chunks(batch) {
@@ -287,9 +333,15 @@ pub fn fit(
                 }
                 other => other,
             };
-            let stats =
-                net.compute_gradients(&mut ws, &x, target, options.loss, n, options.threads);
-            optimizer.step(net, &ws.grads);
+            let stats = batch_gradients(
+                net,
+                &mut halves,
+                &x[..n * in_width],
+                target,
+                options.loss,
+                options.threads,
+            );
+            optimizer.step(net, &halves[0].grads);
             loss_sum += stats.loss_sum;
             hits += stats.hits;
             hit_total += stats.hit_total;
@@ -305,7 +357,7 @@ pub fn fit(
         };
         let log = EpochLog {
             epoch,
-            loss: loss_sum / train.len as f64,
+            loss: loss_sum / order.len() as f64,
             metric: hits / hit_total.max(1.0),
             valid_loss,
             valid_metric,
@@ -314,8 +366,61 @@ pub fn fit(
         observer.epoch_done(phase, &log);
         logs.push(log);
     }
+    optimizer.set_learning_rate(base_rate);
     observer.phase_done(phase);
     logs
+}
+
+/// The mean gradient of one mini-batch, computed as two halves (the first one row longer when `n`
+/// is odd) whose gradients are combined by their sizes into `halves[0].grads`. With two or more
+/// threads each half runs on its own thread with single-threaded matrix products: one hand-off
+/// per step instead of one per matrix product, which on 2-core machines cost more than the
+/// products saved. The split is the same whatever `threads` is, so the weights do not depend on it.
+fn batch_gradients(
+    net: &Network,
+    halves: &mut [Workspace; 2],
+    x: &[f32],
+    target: Target<'_>,
+    loss: Loss,
+    threads: usize,
+) -> StepStats {
+    let width = net.input_size();
+    let n = x.len() / width;
+    if n < 2 {
+        return net.compute_gradients(&mut halves[0], x, target, loss, n, 1);
+    }
+    let first = n.div_ceil(2);
+    let (x0, x1) = x.split_at(first * width);
+    let (t0, t1) = match target {
+        Target::Values(v) => {
+            let (a, b) = v.split_at(first * (v.len() / n));
+            (Target::Values(a), Target::Values(b))
+        }
+        Target::Classes(c) => {
+            let (a, b) = c.split_at(first);
+            (Target::Classes(a), Target::Classes(b))
+        }
+    };
+    let [w0, w1] = halves;
+    let mut run0 = move || net.compute_gradients(w0, x0, t0, loss, first, 1);
+    let mut run1 = move || net.compute_gradients(w1, x1, t1, loss, n - first, 1);
+    let (s0, s1) = if threads >= 2 {
+        rayon::join(run0, run1)
+    } else {
+        (run0(), run1())
+    };
+    let [w0, w1] = halves;
+    let (a, b) = (first as f32 / n as f32, (n - first) as f32 / n as f32);
+    for ((g0, g1), p) in w0.grads.iter_mut().zip(&w1.grads).zip(&net.params) {
+        if !p.frozen {
+            g0.iter_mut().zip(g1).for_each(|(u, v)| *u = a * *u + b * v);
+        }
+    }
+    StepStats {
+        loss_sum: s0.loss_sum + s1.loss_sum,
+        hits: s0.hits + s1.hits,
+        hit_total: s0.hit_total + s1.hit_total,
+    }
 }
 
 /// Mixup: row k becomes λ_k·row_k + (1-λ_k)·row_(k+1 mod n) in both `x` and `y`.

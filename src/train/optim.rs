@@ -56,6 +56,20 @@ impl Optimizer {
         }
     }
 
+    /// The learning rate.
+    pub fn learning_rate(&self) -> f32 {
+        match self {
+            Optimizer::Sgd { lr } | Optimizer::Adam { lr, .. } => *lr,
+        }
+    }
+
+    /// Changes the learning rate, keeping any moment estimates (for schedules).
+    pub fn set_learning_rate(&mut self, rate: f32) {
+        match self {
+            Optimizer::Sgd { lr } | Optimizer::Adam { lr, .. } => *lr = rate,
+        }
+    }
+
     /// Applies one update from `grads` (same layout as `net.params`).
     pub fn step(&mut self, net: &mut Network, grads: &[Vec<f32>]) {
         crate::model::fastmath::wide(|| self.step_scalar(net, grads));

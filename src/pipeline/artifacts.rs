@@ -4,7 +4,7 @@ use super::classifier::TrainedClassifier;
 use super::pretrain::Pretrained;
 use super::{plots, PipelineError};
 use crate::data::TrainingData;
-use crate::model::{encode_rows, probabilities_rows, Inputs, Model};
+use crate::model::{encode_rows, probabilities_rows, Inputs};
 use crate::train::metrics::predictions;
 use std::path::Path;
 
@@ -16,7 +16,7 @@ pub const MAX_CONFUSION_CLASSES: usize = 100;
 #[allow(clippy::too_many_arguments)]
 pub fn pictures(
     out_dir: &Path,
-    model: &Model,
+    embedding_size: usize,
     pretrained: &Pretrained,
     trained: &TrainedClassifier,
     scratch: &TrainedClassifier,
@@ -65,14 +65,14 @@ pub fn pictures(
         };
         let title = format!(
             "t-SNE of {tsne_n} validation images' {}-d codes, by {colouring}",
-            model.embedding_size()
+            embedding_size
         );
         let draw = || {
             plots::tsne_png(
                 &out("tsne.png"),
                 &title,
                 &codes,
-                model.embedding_size(),
+                embedding_size,
                 &classes,
                 &data.class_names,
                 seed,

@@ -241,23 +241,50 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
             evaluate(&base.logreg.network, t, classes, threads),
         )
     });
-    let calibration = calibrate(
-        &pretrained.network,
-        &trained.network,
-        &recipe,
-        &data,
-        &labelled_set,
-        config.target_accuracy,
-        None,
-        &mut rng,
-        threads,
-        observer,
-    );
+    // The pictures need only the trained networks: drawn on a thread of their own beside the
+    // cross-validation, they fill the core its last, odd fold leaves idle.
+    std::fs::create_dir_all(&config.out_dir).map_err(|source| PipelineError::Io {
+        path: config.out_dir.clone(),
+        source,
+    })?;
+    let (calibration, pictures) = std::thread::scope(|scope| {
+        let pictures = scope.spawn(|| {
+            artifacts::pictures(
+                &config.out_dir,
+                recipe.pretrain.widths.last().copied().unwrap_or(0),
+                &pretrained,
+                &trained,
+                &base.scratch,
+                &data,
+                results.as_ref().map(|r| (&r.0.confusion[..], r.0.accuracy)),
+                config.tsne_points,
+                config.seed,
+                1,
+            )
+        });
+        let calibration = calibrate(
+            &pretrained.network,
+            &trained.network,
+            &recipe,
+            &data,
+            &labelled_set,
+            config.target_accuracy,
+            None,
+            &mut rng,
+            threads,
+            observer,
+        );
+        let pictures = pictures
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (calibration, pictures)
+    });
+    let pictures = pictures?;
     let test_coverage = results
         .as_ref()
         .zip(test)
         .map(|((r, _, _), t)| r.coverage_at(calibration.threshold, t));
-    watch.lap("evaluate and cross-validate threshold");
+    watch.lap("cross-validate threshold and draw pictures");
 
     let training = serde_json::json!({
         "preset": recipe.preset,
@@ -296,19 +323,8 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
     let mut artifacts = ["model.safetensors", "report.json", "report.md"]
         .map(String::from)
         .to_vec();
-    artifacts.extend(artifacts::pictures(
-        &config.out_dir,
-        &model,
-        &pretrained,
-        &trained,
-        &base.scratch,
-        &data,
-        results.as_ref().map(|r| (&r.0.confusion[..], r.0.accuracy)),
-        config.tsne_points,
-        config.seed,
-        threads,
-    )?);
-    watch.lap("report and pictures");
+    artifacts.extend(pictures);
+    watch.lap("save and report");
 
     let mut report = summary::build_report(&summary::Outcome {
         config,

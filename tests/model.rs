@@ -249,3 +249,60 @@ fn same_seed_and_threads_give_identical_weights() {
     assert_eq!(train_once(11, 2), train_once(11, 2));
     assert_ne!(train_once(11, 1), train_once(12, 1));
 }
+
+/// Counts the steps a phase announces and takes.
+#[derive(Default)]
+struct StepCount {
+    announced: std::sync::atomic::AtomicUsize,
+    taken: std::sync::atomic::AtomicUsize,
+}
+
+impl aelabel::train::Observer for StepCount {
+    fn phase_started(&self, _phase: &str, epochs: usize, steps_per_epoch: usize) {
+        self.announced.store(
+            epochs * steps_per_epoch,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    fn step_done(&self) {
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn repeated_rows_add_steps_and_cosine_decay_changes_training_but_restores_the_rate() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let net = autoencoder(&[16, 4], Decoder::Separate, Activation::Sigmoid, &mut rng);
+    let x = images(4, 64, 16);
+    let again: Vec<usize> = (0..32).collect();
+    let train = |again: &[usize], cosine: bool| {
+        let mut net = net.clone();
+        let mut opt = Optimizer::adam(1e-2);
+        let examples = Examples {
+            inputs: Inputs::Floats(&x),
+            targets: Targets::Inputs,
+            len: 64,
+            again,
+        };
+        let count = StepCount::default();
+        let opts = FitOptions {
+            cosine_decay: cosine,
+            ..options(3, Loss::BinaryCrossEntropy)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        fit(
+            &mut net, &mut opt, &examples, None, &opts, &mut rng, "t", &count,
+        );
+        assert_eq!(opt.learning_rate(), 1e-2, "the rate is restored");
+        let taken = count.taken.into_inner();
+        assert_eq!(taken, count.announced.into_inner());
+        (net, taken)
+    };
+    // 64 rows in batches of 16: 4 steps an epoch; 32 rows again: 6.
+    let (plain, plain_steps) = train(&[], false);
+    let (_, again_steps) = train(&again, false);
+    assert_eq!((plain_steps, again_steps), (12, 18));
+    let (decayed, _) = train(&[], true);
+    assert_ne!(plain.params[0].value, decayed.params[0].value);
+}

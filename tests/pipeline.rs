@@ -131,7 +131,19 @@ fn check_report_json(json: &Value, report: &Report) {
     assert_eq!(number(json, "/auto_label/target_accuracy"), 0.9);
     let threshold = number(json, "/auto_label/threshold");
     assert!((0.0..=1.0000001).contains(&threshold));
-    assert!(a["calibration"].as_str().unwrap().starts_with("5-fold"));
+    let calibration = a["calibration"].as_str().unwrap();
+    assert!(calibration.starts_with("5-fold"), "{calibration}");
+    // The default recipe's folds each train a short student, as the served model is one: its
+    // share of the served student's epochs on this 4,000-image pool (200 labels).
+    let mut expected = aelabel::pipeline::Recipe::new(Preset::Default, 200);
+    expected.fit_to_data(784, 4000);
+    let student_epochs = number(json, "/recipe/finetune/self_training_epochs") as usize;
+    let fold_epochs = number(json, "/recipe/calibration_student_epochs") as usize;
+    assert_eq!(student_epochs, expected.finetune.self_training_epochs);
+    assert_eq!(fold_epochs, expected.calibration_student_epochs);
+    assert!((3..student_epochs).contains(&fold_epochs), "{fold_epochs}");
+    let fold_models = format!("(teacher, spreading and a {fold_epochs}-epoch student)");
+    assert!(calibration.contains(&fold_models), "{calibration}");
     fraction(json, "/auto_label/cross_validated_accuracy");
     let coverage = fraction(json, "/auto_label/test_coverage");
     let calib_coverage = fraction(json, "/auto_label/calibration_coverage");

@@ -123,6 +123,10 @@ pub const MIN_STUDENT_STEPS: usize = 2_000;
 /// Below this many labels the default recipe trains a second student round.
 pub const FEW_LABELS: usize = 500;
 
+/// Epochs of a cross-validation fold's student in the default recipe: 3 of the served
+/// student's 20 on a full pool (scaled up with it on small pools).
+pub const CALIBRATION_STUDENT_EPOCHS: usize = 3;
+
 /// Everything a pipeline run trains with.
 #[derive(Clone, Debug, Serialize)]
 pub struct Recipe {
@@ -135,6 +139,10 @@ pub struct Recipe {
     pub finetune: FinetuneRecipe,
     /// Cross-validation folds over the labelled images that choose the auto-accept threshold.
     pub calibration_folds: usize,
+    /// Epochs of each fold's short student (0 = the fold's teacher and spreading predict the
+    /// held-out images): closer to the served student than its targets are, so the threshold
+    /// taken from its ranking accepts more at the same accuracy (docs/labelling-quality.md).
+    pub calibration_student_epochs: usize,
 }
 
 impl Recipe {
@@ -171,6 +179,7 @@ impl Recipe {
                     spreading_neighbours: 10,
                 },
                 calibration_folds: 5,
+                calibration_student_epochs: 0,
             },
             Preset::Default => Recipe {
                 preset,
@@ -205,6 +214,7 @@ impl Recipe {
                     spreading_neighbours: 5,
                 },
                 calibration_folds: 5,
+                calibration_student_epochs: CALIBRATION_STUDENT_EPOCHS,
             },
         }
     }
@@ -224,9 +234,17 @@ impl Recipe {
             .epochs
             .max(epochs_for(MIN_PRETRAIN_STEPS, self.pretrain.batch_size));
         let f = &mut self.finetune;
+        let full_pool_epochs = f.self_training_epochs;
         f.self_training_epochs = f
             .self_training_epochs
             .max(epochs_for(MIN_STUDENT_STEPS, f.self_training_batch_size));
+        // The fold students keep their share of the served student's epochs.
+        if self.calibration_student_epochs > 0 && full_pool_epochs > 0 {
+            self.calibration_student_epochs = self.calibration_student_epochs.max(
+                (self.calibration_student_epochs * f.self_training_epochs)
+                    .div_ceil(full_pool_epochs),
+            );
+        }
     }
 
     /// Pretraining epochs of a mode under the reference recipe (joint 20, tied and greedy 10).
@@ -235,5 +253,27 @@ impl Recipe {
             PretrainMode::Joint => 20,
             PretrainMode::Tied | PretrainMode::Greedy => 10,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_students_keep_their_share_of_the_served_students_epochs() {
+        let mut full = Recipe::new(Preset::Default, 1000);
+        full.fit_to_data(784, 55_000);
+        assert_eq!(full.finetune.self_training_epochs, 20);
+        assert_eq!(full.calibration_student_epochs, 3);
+        // 3,000 images: 47 batches an epoch, so 43 epochs reach 2,000 student steps; the
+        // fold student keeps 3/20 of them.
+        let mut small = Recipe::new(Preset::Default, 1000);
+        small.fit_to_data(784, 3_000);
+        assert_eq!(small.finetune.self_training_epochs, 43);
+        assert_eq!(small.calibration_student_epochs, 7);
+        let mut seed = Recipe::new(Preset::Seed, 1000);
+        seed.fit_to_data(784, 3_000);
+        assert_eq!(seed.calibration_student_epochs, 0);
     }
 }

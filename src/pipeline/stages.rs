@@ -2,9 +2,10 @@
 //! baselines, evaluation, calibration of the auto-accept threshold, and saving the model.
 
 use super::classifier::{
-    spreading, teacher, teacher_steps, train_classifier, Labelled, TrainedClassifier, Unlabelled,
+    spreading, student, teacher, teacher_steps, train_classifier, Labelled, TrainedClassifier,
+    Unlabelled,
 };
-use super::recipe::{OptimizerSpec, PretrainMode, Recipe};
+use super::recipe::{FinetuneRecipe, OptimizerSpec, PretrainMode, Recipe};
 use super::{PipelineConfig, PipelineError};
 use crate::data::{split, DataOptions, Dataset, ImageSet, SplitOptions, TrainingData};
 use crate::model::{
@@ -166,6 +167,8 @@ impl TestResult {
 pub struct Calibration {
     /// Folds used.
     pub folds: usize,
+    /// What each fold trains to predict its held-out images, for the report.
+    pub fold_models: String,
     /// Chosen threshold.
     pub threshold: f32,
     /// Out-of-fold accuracy over the labelled images.
@@ -209,10 +212,17 @@ pub fn calibrate(
     let seeds: Vec<u64> = (0..folds).map(|_| rng.random()).collect();
     let train_sizes = (0..folds).map(|k| fold_of.iter().filter(|&&f| f != k).count());
     let steps = train_sizes
-        .map(|len| teacher_steps(&recipe.finetune, len))
+        .map(|len| fold_steps(recipe, len, data.pool.len()))
         .sum();
+    let what = match fold_student_recipe(recipe) {
+        Some(f) => format!(
+            "teacher, spreading and a {}-epoch student",
+            f.self_training_epochs
+        ),
+        None => "teacher and spreading".into(),
+    };
     observer.note(&format!(
-        "cross-validation: {folds} folds of teacher and spreading, side by side"
+        "cross-validation: {folds} folds of {what}, side by side"
     ));
     observer.phase_started("cross-validation", 1, steps);
     let bar = StepsOnly(observer);
@@ -241,6 +251,7 @@ pub fn calibrate(
     let threshold = choose_threshold(&confidence, &correct, target);
     Calibration {
         folds,
+        fold_models: what,
         threshold,
         cross_validated_accuracy: correct.iter().filter(|&&ok| ok).count() as f64
             / correct.len().max(1) as f64,
@@ -261,7 +272,7 @@ fn fold_predictions(
     pretrained: &Network,
     recipe: &Recipe,
     data: &TrainingData,
-    labelled: &ImageSet,
+    labelled_set: &ImageSet,
     fold_of: &[usize],
     k: usize,
     seed: u64,
@@ -271,10 +282,11 @@ fn fold_predictions(
     let classes = data.classes();
     let (train_idx, held_idx): (Vec<usize>, Vec<usize>) =
         (0..data.labels.len()).partition(|&i| fold_of[i] != k);
-    let train = labelled.select(&train_idx);
+    let train = labelled_set.select(&train_idx);
     let train_labels: Vec<u32> = train_idx.iter().map(|&i| data.labels[i]).collect();
     let rows: Vec<usize> = train_idx.iter().map(|&i| data.labelled_rows[i]).collect();
     let net = classifier_from_encoder(pretrained, classes, &mut rng);
+    let initial = net.clone();
     let images = Inputs::Bytes(&train.pixels);
     let labelled = Labelled {
         images,
@@ -287,14 +299,59 @@ fn fold_predictions(
         labels: &train_labels,
     };
     let targets = spreading(&trained.network, &pool, &recipe.finetune, 1);
+    let held = labelled_set.select(&held_idx);
+    let probs = match fold_student_recipe(recipe) {
+        Some(short) => {
+            let (network, _, _) = student(
+                &initial,
+                &pool,
+                &targets,
+                &short,
+                (data.pool.width, data.pool.height),
+                1,
+                &mut rng,
+                1,
+                observer,
+            );
+            probabilities_rows(&network, Inputs::Bytes(&held.pixels), 1)
+        }
+        None => held_idx
+            .iter()
+            .map(|&i| data.labelled_rows[i])
+            .flat_map(|r| {
+                targets.values[r * classes..(r + 1) * classes]
+                    .iter()
+                    .copied()
+            })
+            .collect(),
+    };
     held_idx
         .into_iter()
-        .map(|i| {
-            let row = data.labelled_rows[i];
-            let (class, conf) = top_class(&targets.values[row * classes..(row + 1) * classes]);
+        .zip(probs.chunks_exact(classes))
+        .map(|(i, row)| {
+            let (class, conf) = top_class(row);
             (i, (class as u32, conf))
         })
         .collect()
+}
+
+/// The short student a fold trains on its spreading, when the recipe has students at all.
+fn fold_student_recipe(recipe: &Recipe) -> Option<FinetuneRecipe> {
+    let f = &recipe.finetune;
+    (f.self_training_rounds > 0 && recipe.calibration_student_epochs > 0).then(|| FinetuneRecipe {
+        self_training_epochs: recipe.calibration_student_epochs,
+        ..f.clone()
+    })
+}
+
+/// Gradient steps one fold takes: its teacher on `labelled` images, then its short student
+/// over `pool` images (labelled ones repeated as the recipe says).
+fn fold_steps(recipe: &Recipe, labelled: usize, pool: usize) -> usize {
+    let student = fold_student_recipe(recipe).map_or(0, |f| {
+        let rows = pool + f.self_training_label_repeats * labelled;
+        rows.div_ceil(f.self_training_batch_size.max(1)) * f.self_training_epochs
+    });
+    teacher_steps(&recipe.finetune, labelled) + student
 }
 
 /// `classifier`'s confidence on every unlabelled pool image, highest first.

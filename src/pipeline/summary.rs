@@ -108,9 +108,9 @@ pub fn build_report(o: &Outcome<'_>) -> Report {
             target_accuracy: o.config.target_accuracy,
             threshold: o.calibration.threshold,
             calibration: format!(
-                "{}-fold cross-validation of teacher and spreading over the labelled images, \
-                 ranked on the served model's confidence over the unlabelled pool",
-                o.calibration.folds
+                "{}-fold cross-validation ({}) over the labelled images, ranked on the served \
+                 model's confidence over the unlabelled pool",
+                o.calibration.folds, o.calibration.fold_models
             ),
             cross_validated_accuracy: o.calibration.cross_validated_accuracy,
             calibration_accuracy: o.calibration.coverage.accuracy,

@@ -136,7 +136,7 @@ fn check_report_json(json: &Value, report: &Report) {
     // The default recipe's folds each train a short student, as the served model is one: its
     // share of the served student's epochs on this 4,000-image pool (200 labels).
     let mut expected = aelabel::pipeline::Recipe::new(Preset::Default, 200);
-    expected.fit_to_data(784, 4000);
+    expected.fit_to_data((28, 28), 4000);
     let student_epochs = number(json, "/recipe/finetune/self_training_epochs") as usize;
     let fold_epochs = number(json, "/recipe/calibration_student_epochs") as usize;
     assert_eq!(student_epochs, expected.finetune.self_training_epochs);

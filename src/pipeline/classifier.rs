@@ -230,7 +230,7 @@ pub fn student(
         again: &again,
     };
     let name = format!("self-training {round}");
-    let shift = Some(Shift {
+    let shift = (recipe.self_training_shift > 0).then_some(Shift {
         width: shape.0,
         height: shape.1,
         max: recipe.self_training_shift,

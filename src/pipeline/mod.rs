@@ -83,7 +83,7 @@ impl PipelineConfig {
     /// width, enough optimisation steps for small pools) with the overrides applied.
     pub fn recipe(&self, data: &TrainingData) -> Recipe {
         let mut r = Recipe::new(self.preset, data.labels.len());
-        r.fit_to_data(data.pool.image_size(), data.pool.len());
+        r.fit_to_data((data.pool.width, data.pool.height), data.pool.len());
         if let Some(mode) = self.mode {
             r.pretrain.mode = mode;
             if self.preset == Preset::Seed {

@@ -123,6 +123,9 @@ pub const MIN_STUDENT_STEPS: usize = 2_000;
 /// Below this many labels the default recipe trains a second student round.
 pub const FEW_LABELS: usize = 500;
 
+/// Image side the default recipe's student shifts are set for (Fashion-MNIST's 28 pixels).
+pub const SHIFT_SIDE: usize = 28;
+
 /// Epochs of a cross-validation fold's student in the default recipe: 3 of the served
 /// student's 20 on a full pool (scaled up with it on small pools).
 pub const CALIBRATION_STUDENT_EPOCHS: usize = 3;
@@ -219,13 +222,21 @@ impl Recipe {
         }
     }
 
-    /// Sizes the recipe to the data: the encoder's first width is the input size, and on a
-    /// small pool the default recipe trains for at least [`MIN_PRETRAIN_STEPS`] pretraining and
+    /// Sizes the recipe to the data: the encoder's first width is the input size; the
+    /// student's shifts scale with the image side (1 pixel at Fashion-MNIST's 28, none at 8×8
+    /// digits, where one pixel is an eighth of the image and cost 2 points); and on a small pool
+    /// the default recipe trains for at least [`MIN_PRETRAIN_STEPS`] pretraining and
     /// [`MIN_STUDENT_STEPS`] student steps instead of a fixed epoch count (1,500 images at 10
     /// epochs would be only 240 steps). The seed preset stays the reference's literal recipe.
-    pub fn fit_to_data(&mut self, input_size: usize, pool: usize) {
-        self.pretrain.widths[0] = input_size;
-        if self.preset != Preset::Default || pool == 0 {
+    pub fn fit_to_data(&mut self, (width, height): (usize, usize), pool: usize) {
+        self.pretrain.widths[0] = width * height;
+        if self.preset != Preset::Default {
+            return;
+        }
+        let side = width.min(height) as f64;
+        let shift = self.finetune.self_training_shift as f64 * side / SHIFT_SIDE as f64;
+        self.finetune.self_training_shift = shift.round() as usize;
+        if pool == 0 {
             return;
         }
         let epochs_for = |steps: usize, batch: usize| steps.div_ceil(pool.div_ceil(batch.max(1)));
@@ -263,17 +274,30 @@ mod tests {
     #[test]
     fn fold_students_keep_their_share_of_the_served_students_epochs() {
         let mut full = Recipe::new(Preset::Default, 1000);
-        full.fit_to_data(784, 55_000);
+        full.fit_to_data((28, 28), 55_000);
         assert_eq!(full.finetune.self_training_epochs, 20);
         assert_eq!(full.calibration_student_epochs, 3);
         // 3,000 images: 47 batches an epoch, so 43 epochs reach 2,000 student steps; the
         // fold student keeps 3/20 of them.
         let mut small = Recipe::new(Preset::Default, 1000);
-        small.fit_to_data(784, 3_000);
+        small.fit_to_data((28, 28), 3_000);
         assert_eq!(small.finetune.self_training_epochs, 43);
         assert_eq!(small.calibration_student_epochs, 7);
         let mut seed = Recipe::new(Preset::Seed, 1000);
-        seed.fit_to_data(784, 3_000);
+        seed.fit_to_data((28, 28), 3_000);
         assert_eq!(seed.calibration_student_epochs, 0);
+    }
+
+    #[test]
+    fn student_shifts_scale_with_the_image_side() {
+        let shift = |w, h| {
+            let mut r = Recipe::new(Preset::Default, 100);
+            r.fit_to_data((w, h), 1_000);
+            (r.finetune.self_training_shift, r.pretrain.widths[0])
+        };
+        assert_eq!(shift(28, 28), (1, 784));
+        assert_eq!(shift(8, 8), (0, 64));
+        assert_eq!(shift(14, 14), (1, 196));
+        assert_eq!(shift(64, 96), (2, 6144));
     }
 }

@@ -394,3 +394,49 @@ fn valid_fraction_and_input_size_shape_the_run() {
     let model = Model::load(&dir.path().join("model.safetensors")).unwrap();
     assert_eq!((model.meta.input_width, model.meta.input_height), (14, 14));
 }
+
+/// Steps announced and taken by one named phase (others are ignored).
+struct PhaseSteps {
+    phase: &'static str,
+    state: std::sync::Mutex<(bool, usize, usize)>,
+}
+
+impl aelabel::train::Observer for PhaseSteps {
+    fn phase_started(&self, phase: &str, epochs: usize, steps_per_epoch: usize) {
+        if phase == self.phase {
+            let mut s = self.state.lock().unwrap();
+            *s = (true, epochs * steps_per_epoch, 0);
+        }
+    }
+    fn step_done(&self) {
+        let mut s = self.state.lock().unwrap();
+        if s.0 {
+            s.2 += 1;
+        }
+    }
+    fn phase_done(&self, phase: &str) {
+        if phase == self.phase {
+            self.state.lock().unwrap().0 = false;
+        }
+    }
+}
+
+#[test]
+fn the_cross_validation_bar_counts_every_fold_teacher_and_student_step() {
+    let dir = tempdir().unwrap();
+    let config = PipelineConfig {
+        self_training_rounds: Some(1),
+        ..cheap(dir.path())
+    };
+    let bar = PhaseSteps {
+        phase: "cross-validation",
+        state: std::sync::Mutex::new((false, 0, 0)),
+    };
+    let report = run(&config, &bar).unwrap();
+    let (open, announced, taken) = *bar.state.lock().unwrap();
+    assert!(!open, "the phase was closed");
+    assert!(report.recipe.calibration_student_epochs > 0);
+    assert_eq!(taken, announced, "steps taken vs announced");
+    // 5 folds of 80 labels: teachers alone would be 5 × 3 batches × (20 + 5) epochs.
+    assert!(announced > 5 * 3 * 25, "{announced}");
+}

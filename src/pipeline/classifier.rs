@@ -281,6 +281,13 @@ pub fn teacher_steps(recipe: &FinetuneRecipe, labelled: usize) -> usize {
     labelled.div_ceil(recipe.batch_size.max(1)) * (recipe.head_epochs + recipe.epochs)
 }
 
+/// Gradient steps one [`student`] round takes over `pool` images of which `labelled` carry
+/// labels (each visited `self_training_label_repeats` more times an epoch), likewise.
+pub fn student_steps(recipe: &FinetuneRecipe, pool: usize, labelled: usize) -> usize {
+    let rows = pool + recipe.self_training_label_repeats * labelled;
+    rows.div_ceil(recipe.self_training_batch_size.max(1)) * recipe.self_training_epochs
+}
+
 /// Teacher, then (if the recipe has self-training rounds and a pool is given) spreading and
 /// student per round, each student becoming the next round's teacher.
 #[allow(clippy::too_many_arguments)]

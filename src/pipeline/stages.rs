@@ -2,8 +2,8 @@
 //! baselines, evaluation, calibration of the auto-accept threshold, and saving the model.
 
 use super::classifier::{
-    spreading, student, teacher, teacher_steps, train_classifier, Labelled, TrainedClassifier,
-    Unlabelled,
+    spreading, student, student_steps, teacher, teacher_steps, train_classifier, Labelled,
+    TrainedClassifier, Unlabelled,
 };
 use super::recipe::{FinetuneRecipe, OptimizerSpec, PretrainMode, Recipe};
 use super::{PipelineConfig, PipelineError};
@@ -347,10 +347,7 @@ fn fold_student_recipe(recipe: &Recipe) -> Option<FinetuneRecipe> {
 /// Gradient steps one fold takes: its teacher on `labelled` images, then its short student
 /// over `pool` images (labelled ones repeated as the recipe says).
 fn fold_steps(recipe: &Recipe, labelled: usize, pool: usize) -> usize {
-    let student = fold_student_recipe(recipe).map_or(0, |f| {
-        let rows = pool + f.self_training_label_repeats * labelled;
-        rows.div_ceil(f.self_training_batch_size.max(1)) * f.self_training_epochs
-    });
+    let student = fold_student_recipe(recipe).map_or(0, |f| student_steps(&f, pool, labelled));
     teacher_steps(&recipe.finetune, labelled) + student
 }
 

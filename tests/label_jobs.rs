@@ -499,6 +499,7 @@ async fn expired_claims_are_taken_over(db: TestDb) {
             input_width: 2,
             input_height: 2,
             class_names: vec!["a".into(), "b".into()],
+            own_classes: false,
         })
         .await
         .unwrap();

@@ -1,5 +1,6 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
+mod bench_loop;
 mod jobs;
 mod label_studio;
 mod registry;
@@ -303,6 +304,8 @@ pub enum BenchCommand {
     Engine(BenchEngineArgs),
     /// Time reading an image folder: decoding, grayscale and resizing on all threads.
     Decode(BenchDecodeArgs),
+    /// Simulate the labelling loop in process (true labels stand in for people).
+    Loop(bench_loop::BenchLoopArgs),
 }
 
 /// Flags of `aelabel bench decode`.
@@ -366,6 +369,15 @@ pub struct BenchTrainArgs {
 
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses a pick strategy name (`loop`, `uncertain`, `diverse`, `random`).
+fn parse_pick(text: &str) -> Result<crate::jobs::select::Pick, String> {
+    crate::jobs::select::Pick::ALL
+        .iter()
+        .find(|(_, name)| *name == text)
+        .map(|(p, _)| *p)
+        .ok_or_else(|| format!("`{text}` is not a pick strategy: loop, uncertain, diverse or random"))
 }
 
 /// Parses a probability in [0, 1].
@@ -721,6 +733,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command: Some(BenchCommand::Decode(args)),
             ..
         }) => bench_decode(args),
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Loop(args)),
+            ..
+        }) => {
+            init_threads(args.threads);
+            bench_loop::bench_loop(args, cli.quiet)
+        }
         Command::Bench(BenchArgs {
             command: Some(BenchCommand::Train(args)),
             ..

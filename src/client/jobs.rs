@@ -108,6 +108,7 @@ pub async fn create_job(
             name: name.to_string(),
             auto_accept_threshold: threshold,
             target_accuracy,
+            ..Default::default()
         })
         .await?
         .into_inner();

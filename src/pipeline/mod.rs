@@ -6,6 +6,8 @@
 mod artifacts;
 mod classifier;
 pub mod job_retrain;
+pub mod job_round;
+pub mod loop_sim;
 pub mod plots;
 mod pretrain;
 pub mod recipe;

@@ -46,6 +46,13 @@ impl ImageField for pb::AddImagesResponse {}
 impl ImageField for pb::ListItemsResponse {}
 impl ImageField for pb::Item {}
 impl ImageField for pb::ExportedLabel {}
+impl ImageField for pb::NextItemsRequest {}
+impl ImageField for pb::NextItemsResponse {}
+impl ImageField for pb::TrainJobRequest {}
+impl ImageField for pb::TrainingRun {}
+impl ImageField for pb::GetTrainingRunRequest {}
+impl ImageField for pb::ListTrainingRunsRequest {}
+impl ImageField for pb::ListTrainingRunsResponse {}
 
 /// The `Labeller` service's codec (client and server): prost encoding, located decode errors.
 #[derive(Debug, Clone)]

@@ -142,7 +142,10 @@ pub fn job(job: Job) -> pb::Job {
         auto_accept_threshold: job.spec.auto_accept_threshold,
         target_accuracy: job.spec.target_accuracy,
         created_at: job.created_at,
+        input_width: job.spec.input_width,
+        input_height: job.spec.input_height,
         class_names: job.spec.class_names,
+        ..Default::default()
     }
 }
 

@@ -130,6 +130,7 @@ impl LabelJobs for LabelJobsService {
             input_width: meta.input_width as u32,
             input_height: meta.input_height as u32,
             class_names: meta.class_names.clone(),
+            own_classes: false,
         };
         let job = self
             .store
@@ -303,5 +304,33 @@ impl LabelJobs for LabelJobsService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn next_items(
+        &self,
+        _request: Request<pb::NextItemsRequest>,
+    ) -> Result<Response<pb::NextItemsResponse>, Status> {
+        Err(Status::unimplemented("NextItems: not yet"))
+    }
+
+    async fn train_job(
+        &self,
+        _request: Request<pb::TrainJobRequest>,
+    ) -> Result<Response<pb::TrainingRun>, Status> {
+        Err(Status::unimplemented("TrainJob: not yet"))
+    }
+
+    async fn get_training_run(
+        &self,
+        _request: Request<pb::GetTrainingRunRequest>,
+    ) -> Result<Response<pb::TrainingRun>, Status> {
+        Err(Status::unimplemented("GetTrainingRun: not yet"))
+    }
+
+    async fn list_training_runs(
+        &self,
+        _request: Request<pb::ListTrainingRunsRequest>,
+    ) -> Result<Response<pb::ListTrainingRunsResponse>, Status> {
+        Err(Status::unimplemented("ListTrainingRuns: not yet"))
     }
 }

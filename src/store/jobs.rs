@@ -27,7 +27,8 @@ impl Store {
         let id = format!("{:032x}", rand::random::<u128>());
         sqlx::query(
             "INSERT INTO jobs (id, name, created_at, auto_accept_threshold, input_width, \
-             input_height, class_names, target_accuracy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             input_height, class_names, target_accuracy, own_classes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(&job.name)
@@ -37,6 +38,7 @@ impl Store {
         .bind(i64::from(job.input_height))
         .bind(serde_json::Value::from(job.class_names.clone()).to_string())
         .bind(job.target_accuracy.map(f64::from))
+        .bind(i64::from(job.own_classes))
         .execute(&self.pool)
         .await?;
         self.job(&id).await
@@ -349,7 +351,7 @@ impl Store {
     async fn spec_and_creation(&self, job_id: &str) -> Result<(NewJob, i64), StoreError> {
         let row = sqlx::query(
             "SELECT id, name, created_at, auto_accept_threshold, target_accuracy, input_width, \
-             input_height, class_names FROM jobs WHERE id = $1",
+             input_height, class_names, own_classes FROM jobs WHERE id = $1",
         )
         .bind(job_id)
         .fetch_optional(&self.pool)
@@ -573,6 +575,7 @@ fn job_spec(row: &AnyRow) -> Result<(NewJob, i64), StoreError> {
         input_width: side("input_width")?,
         input_height: side("input_height")?,
         class_names,
+        own_classes: row.try_get::<i64, _>("own_classes")? != 0,
     };
     Ok((spec, row.try_get("created_at")?))
 }

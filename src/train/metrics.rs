@@ -103,7 +103,8 @@ pub fn choose_threshold(confidence: &[f32], correct: &[bool], target: f64) -> f3
     best
 }
 
-fn wilson_lower(hits: f64, n: f64, z: f64) -> f64 {
+/// One-sided Wilson lower bound of `hits` right out of `n` at `z` standard errors.
+pub fn wilson_lower(hits: f64, n: f64, z: f64) -> f64 {
     if n == 0.0 {
         return 0.0;
     }

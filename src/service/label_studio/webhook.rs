@@ -192,6 +192,7 @@ impl LabelStudio {
                     input_width: meta.input_width as u32,
                     input_height: meta.input_height as u32,
                     class_names: meta.class_names.clone(),
+                    own_classes: false,
                 };
                 let job = self.store.create_job(&spec).await.map_err(store_error)?;
                 tracing::info!(job = %job.id, project, "label job created for a Label Studio project");

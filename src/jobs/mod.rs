@@ -2,6 +2,8 @@
 //! it, and what an export row says. The store persists these types and the gRPC layer maps
 //! them; neither decides anything about them.
 
+pub mod select;
+
 use crate::inference::Prediction;
 use crate::model::ModelMeta;
 use crate::train::metrics::{choose_threshold, ACCEPT_NOTHING};
@@ -97,6 +99,9 @@ pub struct NewJob {
     pub input_height: u32,
     /// That model's class names, in class-index order: the classes reviews may use.
     pub class_names: Vec<String>,
+    /// The job brought its own classes: no serving model labels it; it waits for its own
+    /// first training run. Otherwise the serving model labels it until it has its own.
+    pub own_classes: bool,
 }
 
 /// The threshold `meta`'s model reaches `target` accuracy at, chosen from its out-of-fold

@@ -23,6 +23,9 @@ pub struct BenchLoopArgs {
     /// How picks are chosen: loop, uncertain, diverse or random.
     #[arg(long, default_value = "loop", value_parser = parse_pick)]
     pub pick: Pick,
+    /// Share of each loop batch drawn at random to judge the threshold.
+    #[arg(long, default_value_t = crate::jobs::select::EVIDENCE_SHARE, value_parser = parse_fraction)]
+    pub evidence_share: f64,
     /// Stop once the pool is this accurate.
     #[arg(long, default_value = "0.95", value_parser = parse_fraction)]
     pub stop_at: f64,
@@ -70,6 +73,7 @@ pub fn bench_loop(args: BenchLoopArgs, quiet: bool) -> anyhow::Result<()> {
     let plan = LoopPlan {
         rounds: args.rounds,
         pick: args.pick,
+        evidence_share: args.evidence_share,
         stop_at: args.stop_at,
         budget: args.budget,
         target_accuracy: args.target_accuracy,

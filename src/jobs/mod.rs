@@ -3,6 +3,7 @@
 //! them; neither decides anything about them.
 
 pub mod select;
+pub mod training;
 
 use crate::inference::Prediction;
 use crate::model::ModelMeta;
@@ -14,6 +15,9 @@ use sha2::{Digest, Sha256};
 pub enum ItemStatus {
     /// Not labelled by a model yet.
     Pending,
+    /// Not labelled, and no model can label it yet: the job has classes of its own and
+    /// waits for its first training run (shown as pending; workers do not claim it).
+    Waiting,
     /// Labelled with confidence at or above the job's threshold.
     AutoAccepted,
     /// Labelled below the threshold: waiting for a person.
@@ -24,8 +28,9 @@ pub enum ItemStatus {
 
 impl ItemStatus {
     /// Every status, in the order a job moves through them.
-    pub const ALL: [ItemStatus; 4] = [
+    pub const ALL: [ItemStatus; 5] = [
         ItemStatus::Pending,
+        ItemStatus::Waiting,
         ItemStatus::AutoAccepted,
         ItemStatus::NeedsReview,
         ItemStatus::Reviewed,
@@ -35,6 +40,7 @@ impl ItemStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             ItemStatus::Pending => "pending",
+            ItemStatus::Waiting => "waiting",
             ItemStatus::AutoAccepted => "auto_accepted",
             ItemStatus::NeedsReview => "needs_review",
             ItemStatus::Reviewed => "reviewed",
@@ -76,7 +82,7 @@ impl JobCounts {
     pub fn add(&mut self, status: ItemStatus, n: u64) {
         self.total += n;
         match status {
-            ItemStatus::Pending => self.pending += n,
+            ItemStatus::Pending | ItemStatus::Waiting => self.pending += n,
             ItemStatus::AutoAccepted => self.auto_accepted += n,
             ItemStatus::NeedsReview => self.needs_review += n,
             ItemStatus::Reviewed => self.reviewed += n,
@@ -215,7 +221,7 @@ impl JobItem {
                 class: self.predicted_class,
                 source: LabelSource::PendingReview,
             },
-            (None, ItemStatus::Pending) => FinalLabel {
+            (None, ItemStatus::Pending | ItemStatus::Waiting) => FinalLabel {
                 class: None,
                 source: LabelSource::Pending,
             },

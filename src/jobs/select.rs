@@ -17,7 +17,7 @@ use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// Share of a loop batch drawn at random as threshold evidence.
+/// Share of a loop batch drawn at random as threshold evidence, by default.
 pub const EVIDENCE_SHARE: f64 = 0.1;
 
 /// Uncertain candidates considered per pick: the batch's clusters are formed among this many
@@ -134,6 +134,7 @@ pub fn select(
     candidates: &Candidates<'_>,
     n: usize,
     pick: Pick,
+    evidence_share: f64,
     seed: u64,
     threads: usize,
 ) -> Vec<(usize, Reason)> {
@@ -158,7 +159,7 @@ pub fn select(
             .map(|r| (r, Reason::Typical))
             .collect(),
         Pick::Loop => {
-            let evidence_n = ((n as f64 * EVIDENCE_SHARE).round() as usize).min(n);
+            let evidence_n = ((n as f64 * evidence_share.clamp(0.0, 1.0)).round() as usize).min(n);
             let evidence = random_sample(&all, evidence_n, &mut rng);
             let mut taken = vec![false; total];
             evidence.iter().for_each(|&r| taken[r] = true);
@@ -400,7 +401,7 @@ mod tests {
             probabilities: None,
             classes: 0,
         };
-        let picks = select(&c, 3, Pick::Diverse, 1, 1);
+        let picks = select(&c, 3, Pick::Diverse, EVIDENCE_SHARE, 1, 1);
         let group = |r: usize| if r < 60 { 0 } else if r < 90 { 1 } else { 2 };
         let groups: Vec<usize> = picks.iter().map(|&(r, _)| group(r)).collect();
         assert_eq!(groups, vec![0, 1, 2]);
@@ -421,7 +422,7 @@ mod tests {
             probabilities: Some(&probs),
             classes: 2,
         };
-        let picks = select(&c, 20, Pick::Loop, 3, 1);
+        let picks = select(&c, 20, Pick::Loop, EVIDENCE_SHARE, 3, 1);
         assert_eq!(picks.len(), 20);
         let evidence: Vec<usize> = picks
             .iter()
@@ -446,7 +447,7 @@ mod tests {
             probabilities: Some(&probs),
             classes: 2,
         };
-        let picks: Vec<usize> = select(&c, 3, Pick::Uncertain, 0, 1)
+        let picks: Vec<usize> = select(&c, 3, Pick::Uncertain, EVIDENCE_SHARE, 0, 1)
             .into_iter()
             .map(|p| p.0)
             .collect();

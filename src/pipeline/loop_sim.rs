@@ -33,6 +33,8 @@ pub struct LoopPlan {
     pub rounds: Vec<usize>,
     /// How picks are chosen.
     pub pick: Pick,
+    /// Share of each loop batch drawn at random as threshold evidence.
+    pub evidence_share: f64,
     /// Stop once the pool is this accurate.
     pub stop_at: f64,
     /// Stop once people labelled this many.
@@ -201,6 +203,7 @@ fn pick(
         &candidates,
         batch,
         strategy,
+        plan.evidence_share,
         plan.seed.wrapping_mul(31).wrapping_add(round as u64),
         plan.threads,
     )

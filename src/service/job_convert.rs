@@ -115,7 +115,7 @@ pub fn review_class(
 
 fn wire_status(status: ItemStatus) -> pb::ItemStatus {
     match status {
-        ItemStatus::Pending => pb::ItemStatus::Pending,
+        ItemStatus::Pending | ItemStatus::Waiting => pb::ItemStatus::Pending,
         ItemStatus::AutoAccepted => pb::ItemStatus::AutoAccepted,
         ItemStatus::NeedsReview => pb::ItemStatus::NeedsReview,
         ItemStatus::Reviewed => pb::ItemStatus::Reviewed,

@@ -86,15 +86,26 @@ impl Store {
         let mut tx = self.begin_write().await?;
         // On Postgres the job row's lock serialises adders of one job, so item numbers do
         // not collide; SQLite has one writer anyway.
+        // The lock also orders adds with a training run's finish, which sets the job's model
+        // in the same row: items added before it wait for it, items added after are pending.
         let lock = match self.backend {
-            Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
+            Backend::Postgres => {
+                "SELECT own_classes, model_version FROM jobs WHERE id = $1 FOR UPDATE"
+            }
+            Backend::Sqlite => "SELECT own_classes, model_version FROM jobs WHERE id = $1",
         };
-        sqlx::query(lock)
+        let job = sqlx::query(lock)
             .bind(job_id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        let waits = job.try_get::<i64, _>("own_classes")? != 0
+            && job.try_get::<Option<String>, _>("model_version")?.is_none();
+        let status = if waits {
+            ItemStatus::Waiting
+        } else {
+            ItemStatus::Pending
+        };
         let mut seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM items WHERE job_id = $1")
             .bind(job_id)
             .fetch_one(&mut *tx)
@@ -102,7 +113,8 @@ impl Store {
             .try_get(0)?;
         let mut added = Added::default();
         for chunk in images.chunks(ADD_CHUNK) {
-            let new_images = insert_items(&mut tx, self.backend, job_id, seq, chunk).await?;
+            let new_images =
+                insert_items(&mut tx, self.backend, job_id, seq, status, chunk).await?;
             // Positions of duplicates are skipped: they only need to grow.
             seq += chunk.len() as i64;
             added.added += new_images.len() as u64;
@@ -372,6 +384,7 @@ async fn insert_items(
     backend: Backend,
     job_id: &str,
     seq: i64,
+    status: ItemStatus,
     images: &[NewImage],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     let sql = format!(
@@ -386,7 +399,7 @@ async fn insert_items(
             .bind(seq + 1 + i as i64)
             .bind(&image.client_id)
             .bind(&image.sha256)
-            .bind(ItemStatus::Pending.as_str());
+            .bind(status.as_str());
     }
     let inserted = query.fetch_all(&mut **tx).await?;
     inserted
@@ -537,7 +550,7 @@ async fn record_predictions_sqlite(
 /// `rows` parenthesised rows of `columns` placeholders for a multi-row `VALUES`, the
 /// statement's only parameters: `$1, $2, …` on Postgres, `?` on SQLite (numbered ones make
 /// sqlx's SQLite binding quadratic in the parameter count).
-fn value_rows(backend: Backend, rows: usize, columns: usize) -> String {
+pub(super) fn value_rows(backend: Backend, rows: usize, columns: usize) -> String {
     let row = |r: usize| -> String {
         let cells: Vec<String> = (0..columns)
             .map(|c| match backend {

@@ -6,10 +6,13 @@
 //! and the migrations in `migrations/` are embedded in the binary and run on connect.
 
 mod job_images;
+mod job_rounds;
 mod jobs;
 mod models;
+mod training;
 
 pub use job_images::ReviewedImage;
+pub use job_rounds::{JobModel, JobPile, PileItem, Relabel};
 pub use models::{ModelRecord, NewModel, Registered};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -94,6 +97,17 @@ pub enum StoreError {
         job_id: String,
         /// Which column.
         what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No training run has this id.
+    #[error("no training run has the id `{0}`")]
+    UnknownRun(String),
+    /// A stored training run could not be read back.
+    #[error("training run `{run_id}` holds a malformed {reason}")]
+    MalformedRun {
+        /// The run.
+        run_id: String,
         /// What is wrong.
         reason: String,
     },

@@ -79,6 +79,11 @@ pub const BOUND_Z: f64 = 1.0;
 /// calibration examples do not set it too low. Returns [`ACCEPT_NOTHING`] when no threshold
 /// qualifies.
 pub fn choose_threshold(confidence: &[f32], correct: &[bool], target: f64) -> f32 {
+    choose_threshold_at(confidence, correct, target, BOUND_Z)
+}
+
+/// [`choose_threshold`] with the bound `z` standard errors below the observed accuracy.
+pub fn choose_threshold_at(confidence: &[f32], correct: &[bool], target: f64, z: f64) -> f32 {
     let mut items: Vec<(f32, bool)> = confidence
         .iter()
         .copied()
@@ -96,7 +101,7 @@ pub fn choose_threshold(confidence: &[f32], correct: &[bool], target: f64) -> f3
             hits += f64::from(u8::from(items[i].1));
             i += 1;
         }
-        if wilson_lower(hits, n, BOUND_Z) >= target {
+        if wilson_lower(hits, n, z) >= target {
             best = c;
         }
     }

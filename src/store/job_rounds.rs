@@ -1,0 +1,251 @@
+//! What a label job's training rounds read and write: the whole pile with people's labels,
+//! the random slice marked as threshold evidence, the job's own model, and a finished round's
+//! relabelling of every item — in the same transaction that finishes the run.
+
+use super::training::finish_run;
+use super::{Backend, Store, StoreError};
+use crate::jobs::training::RoundReport;
+use crate::jobs::ItemStatus;
+use sqlx::Row;
+use std::path::PathBuf;
+
+/// One item of a job's pile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PileItem {
+    /// Its position in the job.
+    pub seq: i64,
+    /// The client's id.
+    pub client_id: String,
+    /// The person's class, once reviewed.
+    pub human_class: Option<u32>,
+    /// Picked as part of the random slice that judges the threshold.
+    pub evidence: bool,
+    /// The current model's class and confidence, once labelled.
+    pub predicted: Option<(u32, f32)>,
+}
+
+/// A job's items in the order they were added, with their pixels when asked for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobPile {
+    /// Every item.
+    pub items: Vec<PileItem>,
+    /// Row-major pixels of every item at the job's input size (empty unless asked for).
+    pub pixels: Vec<u8>,
+}
+
+/// The job's own model and autoencoder, where there are any.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobModel {
+    /// The job's current model version and its file.
+    pub model: Option<(String, PathBuf)>,
+    /// The autoencoder pretrained on the job's images (a model file).
+    pub autoencoder: Option<PathBuf>,
+}
+
+/// A finished round's new state of the job: its model and every item's prediction.
+#[derive(Clone, Debug)]
+pub struct Relabel<'a> {
+    /// The run that trained it.
+    pub run_id: &'a str,
+    /// The worker holding the run.
+    pub worker_id: &'a str,
+    /// The new model's version (`None` when the run only pretrained).
+    pub model_version: Option<&'a str>,
+    /// The job's autoencoder file.
+    pub autoencoder: &'a std::path::Path,
+    /// `(seq, class, confidence, probabilities)` of every item, in any order.
+    pub predictions: &'a [(i64, u32, f32, Vec<f32>)],
+    /// Confidence at or above which a prediction is auto-accepted.
+    pub threshold: f32,
+    /// The round's report, stored with the run.
+    pub report: &'a RoundReport,
+}
+
+/// Predictions per multi-row `UPDATE` (6 parameters each).
+const RELABEL_CHUNK: usize = 512;
+
+impl Store {
+    /// Every item of the job in order, with people's labels and the current predictions,
+    /// and their pixels when `with_pixels`.
+    pub async fn job_pile(&self, job_id: &str, with_pixels: bool) -> Result<JobPile, StoreError> {
+        self.job_spec(job_id).await?;
+        let sql = if with_pixels {
+            "SELECT i.seq, i.client_id, i.human_class, i.evidence, i.predicted_class, \
+             i.confidence, p.pixels FROM items i JOIN job_images p \
+             ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
+             WHERE i.job_id = $1 ORDER BY i.seq"
+        } else {
+            "SELECT i.seq, i.client_id, i.human_class, i.evidence, i.predicted_class, \
+             i.confidence FROM items i WHERE i.job_id = $1 ORDER BY i.seq"
+        };
+        let rows = sqlx::query(sql).bind(job_id).fetch_all(&self.pool).await?;
+        let mut pile = JobPile::default();
+        let class = |v: Option<i64>| v.and_then(|c| u32::try_from(c).ok());
+        for row in &rows {
+            let predicted = class(row.try_get("predicted_class")?).map(|c| {
+                let confidence: Option<f64> = row.try_get("confidence").ok().flatten();
+                (c, confidence.unwrap_or(0.0) as f32)
+            });
+            pile.items.push(PileItem {
+                seq: row.try_get("seq")?,
+                client_id: row.try_get("client_id")?,
+                human_class: class(row.try_get("human_class")?),
+                evidence: row.try_get::<i64, _>("evidence")? != 0,
+                predicted,
+            });
+            if with_pixels {
+                let pixels: Vec<u8> = row.try_get("pixels")?;
+                pile.pixels.extend_from_slice(&pixels);
+            }
+        }
+        Ok(pile)
+    }
+
+    /// The job's own model (with its registered file) and autoencoder.
+    pub async fn job_model(&self, job_id: &str) -> Result<JobModel, StoreError> {
+        let row = sqlx::query(
+            "SELECT j.model_version, j.autoencoder_path, m.path FROM jobs j \
+             LEFT JOIN models m ON m.version = j.model_version WHERE j.id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        let version: Option<String> = row.try_get("model_version")?;
+        let path: Option<String> = row.try_get("path")?;
+        Ok(JobModel {
+            model: version.zip(path.map(PathBuf::from)),
+            autoencoder: row
+                .try_get::<Option<String>, _>("autoencoder_path")?
+                .map(PathBuf::from),
+        })
+    }
+
+    /// Marks items `seqs` of the job as threshold evidence (picked at random); reviewed
+    /// items keep what they were picked as.
+    pub async fn mark_evidence(&self, job_id: &str, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in seqs.chunks(1000) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            sqlx::query(&format!(
+                "UPDATE items SET evidence = 1 WHERE job_id = $1 AND status <> $2 \
+                 AND seq IN ({})",
+                list.join(", ")
+            ))
+            .bind(job_id)
+            .bind(ItemStatus::Reviewed.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Finishes a round in one transaction, if `relabel.worker_id` still holds its run: the
+    /// job takes the new model and autoencoder, every item takes its new prediction (status
+    /// by the threshold; reviewed items stay reviewed), and items that waited for a model
+    /// become pending. Returns false (and changes nothing) when the run was taken over.
+    pub async fn finish_round(
+        &self,
+        job_id: &str,
+        relabel: &Relabel<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend {
+            Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
+        };
+        sqlx::query(lock)
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        if !finish_run(&mut tx, relabel.run_id, relabel.worker_id, relabel.report).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE jobs SET model_version = COALESCE($1, model_version), autoencoder_path = $2 \
+             WHERE id = $3",
+        )
+        .bind(relabel.model_version)
+        .bind(relabel.autoencoder.display().to_string())
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(version) = relabel.model_version {
+            for chunk in relabel.predictions.chunks(RELABEL_CHUNK) {
+                relabel_chunk(&mut tx, self.backend, job_id, version, relabel.threshold, chunk)
+                    .await?;
+            }
+            sqlx::query("UPDATE items SET status = $1 WHERE job_id = $2 AND status = $3")
+                .bind(ItemStatus::Pending.as_str())
+                .bind(job_id)
+                .bind(ItemStatus::Waiting.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Writes one chunk of predictions: class, confidence, probabilities and model; the status
+/// of items people have not reviewed follows the threshold.
+async fn relabel_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    job_id: &str,
+    version: &str,
+    threshold: f32,
+    chunk: &[(i64, u32, f32, Vec<f32>)],
+) -> Result<(), StoreError> {
+    let values = super::jobs::value_rows(backend, chunk.len(), 5);
+    let reviewed = ItemStatus::Reviewed.as_str();
+    let sql = match backend {
+        Backend::Postgres => {
+            let (job, model) = (5 * chunk.len() + 1, 5 * chunk.len() + 2);
+            format!(
+                "UPDATE items SET predicted_class = v.predicted_class::bigint, \
+                 confidence = v.confidence::float8, probabilities = v.probabilities::bytea, \
+                 model_version = ${model}::text, \
+                 status = CASE WHEN items.status = '{reviewed}' THEN items.status \
+                 ELSE v.status::text END \
+                 FROM (VALUES {values}) AS v (seq, predicted_class, confidence, probabilities, \
+                 status) WHERE items.job_id = ${job}::text AND items.seq = v.seq::bigint"
+            )
+        }
+        Backend::Sqlite => format!(
+            "WITH v (seq, predicted_class, confidence, probabilities, status) AS \
+             (VALUES {values}) \
+             UPDATE items SET predicted_class = v.predicted_class, confidence = v.confidence, \
+             probabilities = v.probabilities, model_version = ?, \
+             status = CASE WHEN items.status = '{reviewed}' THEN items.status ELSE v.status END \
+             FROM v WHERE items.job_id = ? AND items.seq = v.seq"
+        ),
+    };
+    let mut query = sqlx::query(&sql);
+    for (seq, class, confidence, probabilities) in chunk {
+        let status = if *confidence >= threshold {
+            ItemStatus::AutoAccepted
+        } else {
+            ItemStatus::NeedsReview
+        };
+        let bytes: Vec<u8> = probabilities.iter().flat_map(|v| v.to_le_bytes()).collect();
+        query = query
+            .bind(*seq)
+            .bind(i64::from(*class))
+            .bind(f64::from(*confidence))
+            .bind(bytes)
+            .bind(status.as_str());
+    }
+    let query = match backend {
+        Backend::Postgres => query.bind(job_id).bind(version),
+        Backend::Sqlite => query.bind(version).bind(job_id),
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
+}

@@ -18,6 +18,7 @@ fn new_model(version: &str, accuracy: Option<f64>) -> NewModel {
         metrics: serde_json::json!({"test_accuracy": accuracy}),
         path: PathBuf::from(format!("/models/{version}.safetensors")),
         sha256: format!("{version:0>64}"),
+        job_id: None,
     }
 }
 

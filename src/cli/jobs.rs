@@ -2,6 +2,7 @@
 //! `create` prints the job id as its last line, `status --json` one object.
 
 use super::parse_probability;
+use crate::client::job_loop;
 use crate::client::jobs::{self as client, TerminalReview};
 use crate::config::parse_positive;
 use clap::{Args, Subcommand};
@@ -72,6 +73,46 @@ pub enum JobsCommand {
         #[arg(long, value_parser = parse_positive, conflicts_with = "csv")]
         limit: Option<usize>,
     },
+    /// Write the items people should label next, in order, to a CSV file (`id` first). A job
+    /// with no model yet first pretrains an autoencoder on its images (waited for, with a
+    /// progress bar) so that the first batch covers the pile.
+    Next {
+        /// The job id.
+        job: String,
+        /// How many items.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        n: u32,
+        /// Output CSV: columns id,reason,predicted,confidence.
+        #[arg(long)]
+        out: PathBuf,
+        /// How to choose: loop (diverse uncertain items plus a random slice that judges the
+        /// threshold; the first batch covers the pile), uncertain, diverse or random.
+        #[arg(long, default_value = "loop", value_parser = super::parse_pick)]
+        pick: crate::jobs::select::Pick,
+    },
+    /// Train the job's next model on what people labelled (a worker runs it); waits with a
+    /// progress bar and prints the result.
+    Train {
+        /// The job id.
+        job: String,
+        /// Print the run id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the finished run as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Make the new model the registry's active one (what `Label` serves).
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Write the rounds so far: rounds.json, rounds.md and curve.png.
+    Report {
+        /// The job id.
+        job: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write every item's final label (a person's wins) as `.csv` or `.jsonl`.
     Export {
         /// The job id.
@@ -133,6 +174,61 @@ pub async fn jobs_command(args: JobsArgs, quiet: bool) -> anyhow::Result<()> {
                 limit,
             })
             .await?;
+        }
+        JobsCommand::Next { job, n, out, pick } => {
+            let s = job_loop::next(server, &job, n, pick, &out, quiet).await?;
+            println!(
+                "wrote {} items to label next to {} ({} judge the threshold){}",
+                s.items,
+                out.display(),
+                s.evidence,
+                if s.model_version.is_empty() {
+                    " — the first batch, chosen to cover the pile".to_string()
+                } else {
+                    format!(", chosen with model {}", s.model_version)
+                }
+            );
+        }
+        JobsCommand::Train {
+            job,
+            no_wait,
+            json,
+            activate,
+        } => {
+            let run = job_loop::train_job(server, &job, activate, no_wait, quiet).await?;
+            let failed = run.state == crate::wire::TrainingState::Failed as i32;
+            if json {
+                let result: serde_json::Value =
+                    serde_json::from_str(&run.result_json).unwrap_or(serde_json::Value::Null);
+                let state = crate::wire::TrainingState::try_from(run.state)
+                    .map_or("unknown".to_string(), |s| {
+                        s.as_str_name()
+                            .trim_start_matches("TRAINING_STATE_")
+                            .to_lowercase()
+                    });
+                println!(
+                    "{}",
+                    serde_json::json!({"run_id": run.id, "job_id": run.job_id, "state": state,
+                        "error": (!run.error.is_empty()).then_some(&run.error),
+                        "seconds": run.seconds, "result": result})
+                );
+            } else if no_wait {
+                println!("queued training run {}", run.id);
+            } else if !failed {
+                match serde_json::from_str(&run.result_json) {
+                    Ok(report) => println!("{}", job_loop::describe_round(&report)),
+                    Err(_) => println!("training run {} finished", run.id),
+                }
+            }
+            if failed {
+                anyhow::bail!("job {job}: training run {} failed: {}", run.id, run.error);
+            }
+        }
+        JobsCommand::Report { job, out } => {
+            let rounds = job_loop::rounds(server, &job).await?;
+            let files = job_loop::write_report(&out, &job, &rounds)?;
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            println!("{} rounds: wrote {}", rounds.len(), names.join(", "));
         }
         JobsCommand::Export { job, out } => {
             let s = client::export(server, &job, &out, quiet).await?;

@@ -5,6 +5,7 @@ mod jobs;
 mod label_studio;
 mod registry;
 mod retrain;
+mod worker;
 
 pub use jobs::{JobsArgs, JobsCommand};
 pub use registry::{DatabaseArgs, DbArgs, DbCommand, ModelsArgs, ModelsCommand};
@@ -73,6 +74,8 @@ pub enum Command {
     Db(DbArgs),
     /// Label jobs on a server: create, add images, status, review, export.
     Jobs(JobsArgs),
+    /// Execute queued training runs of label jobs (a dedicated worker or a Kubernetes Job).
+    Worker(worker::WorkerArgs),
     /// Fine-tune a new model from the active one plus a job's reviews, register it, compare.
     Retrain(RetrainArgs),
 }
@@ -150,6 +153,12 @@ pub struct ServeArgs {
     /// Label Studio ML backend flags.
     #[command(flatten)]
     pub label_studio: label_studio::LabelStudioArgs,
+    /// Training flags (label jobs' training runs, executed by this server's worker).
+    #[command(flatten)]
+    pub training: worker::TrainingArgs,
+    /// Do not execute label jobs' training runs here (leave them to `aelabel worker`).
+    #[arg(long, env = "AELABEL_NO_TRAINING")]
+    pub no_training: bool,
 }
 
 /// Flags of `aelabel label`.
@@ -372,7 +381,7 @@ fn default_threads() -> usize {
 }
 
 /// Parses a pick strategy name (`loop`, `uncertain`, `diverse`, `random`).
-fn parse_pick(text: &str) -> Result<crate::jobs::select::Pick, String> {
+pub(crate) fn parse_pick(text: &str) -> Result<crate::jobs::select::Pick, String> {
     crate::jobs::select::Pick::ALL
         .iter()
         .find(|(_, name)| *name == text)
@@ -451,6 +460,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             poll: Duration::from_millis(args.job_poll_ms as u64),
         },
         label_studio: args.label_studio.config(args.threads)?,
+        training: (!args.no_training).then(|| args.training.config(true)),
     };
     runtime()?.block_on(async move {
         let stop = shutdown_signal();
@@ -626,6 +636,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retrain(args) => retrain::retrain_command(args, cli.quiet),
         Command::Jobs(args) => runtime()?.block_on(jobs::jobs_command(args, cli.quiet)),
         Command::Serve(args) => serve(args),
+        Command::Worker(args) => worker::worker_command(args),
         Command::Label(args) => {
             let job = LabelJob {
                 server: args.server,

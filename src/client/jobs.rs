@@ -46,6 +46,22 @@ pub struct JobStatus {
     pub target_accuracy: Option<f32>,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// Items people labelled (every review, threshold evidence included).
+    pub human_labels: u64,
+    /// Of those, the random slice that judges the threshold.
+    pub evidence_labels: u64,
+    /// The job's own current model (`null`: none yet).
+    pub model_version: Option<String>,
+    /// Its auto-accept threshold.
+    pub model_threshold: Option<f32>,
+    /// The accepted items' accuracy as the evidence estimates it, and its lower bound.
+    pub estimated_accepted_accuracy: Option<f64>,
+    /// One-sided Wilson lower bound of that estimate.
+    pub accepted_accuracy_bound: Option<f64>,
+    /// Whether an autoencoder pretrained on the job's images exists.
+    pub pretrained: bool,
+    /// The queued or running training run: `{id, state, stage, progress}`.
+    pub training: Option<serde_json::Value>,
 }
 
 impl From<pb::Job> for JobStatus {
@@ -63,6 +79,19 @@ impl From<pb::Job> for JobStatus {
             auto_accept_threshold: job.auto_accept_threshold,
             target_accuracy: job.target_accuracy,
             created_at: job.created_at,
+            human_labels: job.human_labels,
+            evidence_labels: job.evidence_labels,
+            model_version: (!job.model_version.is_empty()).then_some(job.model_version),
+            model_threshold: job.model_threshold,
+            estimated_accepted_accuracy: job.estimated_accepted_accuracy,
+            accepted_accuracy_bound: job.accepted_accuracy_bound,
+            pretrained: job.pretrained,
+            training: job.running_training.map(|r| {
+                let state = pb::TrainingState::try_from(r.state).map_or("unknown".to_string(), |s| {
+                    s.as_str_name().trim_start_matches("TRAINING_STATE_").to_lowercase()
+                });
+                serde_json::json!({"id": r.id, "state": state, "stage": r.stage, "progress": r.progress})
+            }),
         }
     }
 }

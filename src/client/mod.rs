@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod inputs;
+pub mod job_loop;
 pub mod jobs;
 pub mod output;
 mod review;

@@ -328,6 +328,8 @@ pub struct ClaimedItem {
     pub target_accuracy: Option<f32>,
     /// The job's input size (width × height pixels).
     pub image_size: usize,
+    /// The job's own model, which labels it instead of the serving model once it has one.
+    pub job_model: Option<String>,
     /// The image.
     pub pixels: Vec<u8>,
 }

@@ -114,6 +114,21 @@ impl RoundReport {
     }
 }
 
+/// Where a job's loop stands: what `GetJob` adds to the counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoopState {
+    /// The job's own current model.
+    pub model_version: Option<String>,
+    /// Whether the job has an autoencoder pretrained on its images.
+    pub pretrained: bool,
+    /// Reviewed items of the random slice that judges the threshold.
+    pub evidence_labels: u64,
+    /// A queued or running training run.
+    pub open_run: Option<TrainingRun>,
+    /// The newest finished round's report.
+    pub last_round: Option<RoundReport>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ mod artifacts;
 mod classifier;
 pub mod job_retrain;
 pub mod job_round;
+pub mod job_training;
 pub mod loop_sim;
 pub mod plots;
 mod pretrain;

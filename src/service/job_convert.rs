@@ -1,7 +1,10 @@
 //! The one place where `aelabel.v1.LabelJobs` wire types become domain types and back, and
 //! where store errors become gRPC statuses naming the field at fault.
 
+use crate::jobs::select::Pick;
+use crate::jobs::training::{LoopState, TrainingRun, TrainingState};
 use crate::jobs::{ItemCursor, ItemStatus, Job, JobCounts, JobItem, ReviewClass};
+use crate::pipeline::job_training::{JobLoopError, NextItem};
 use crate::store::StoreError;
 use crate::wire as pb;
 use tonic::Status;
@@ -16,6 +19,7 @@ pub fn store_status(e: StoreError, class_field: &str) -> Status {
     match e {
         StoreError::UnknownJob(_) => Status::not_found(format!("job_id: {e}")),
         StoreError::UnknownItem { .. } => Status::not_found(format!("item_id: {e}")),
+        StoreError::UnknownRun(_) => Status::not_found(format!("run_id: {e}")),
         StoreError::UnknownClass { .. } => {
             Status::invalid_argument(format!("{class_field}: {e}"))
         }
@@ -181,5 +185,84 @@ pub fn exported(item: JobItem, class_names: &[String]) -> pb::ExportedLabel {
         id: item.client_id,
         confidence: item.confidence,
         model_version: item.model_version,
+    }
+}
+
+/// A job with where its loop stands, on the wire.
+pub fn job_with_loop(job: Job, state: LoopState) -> pb::Job {
+    let human = job.counts.reviewed;
+    let mut wire = self::job(job);
+    wire.human_labels = human;
+    wire.model_version = state.model_version.unwrap_or_default();
+    wire.pretrained = state.pretrained;
+    wire.evidence_labels = state.evidence_labels;
+    wire.running_training = state.open_run.map(training_run);
+    if let Some(round) = state.last_round {
+        wire.model_threshold = round.threshold;
+        wire.estimated_accepted_accuracy = round.estimated_accepted_accuracy;
+        wire.accepted_accuracy_bound = round.accepted_accuracy_bound;
+    }
+    wire
+}
+
+/// A training run on the wire.
+pub fn training_run(run: TrainingRun) -> pb::TrainingRun {
+    let state = match run.state {
+        TrainingState::Queued => pb::TrainingState::Queued,
+        TrainingState::Running => pb::TrainingState::Running,
+        TrainingState::Finished => pb::TrainingState::Finished,
+        TrainingState::Failed => pb::TrainingState::Failed,
+    };
+    let created =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(run.created_ms).unwrap_or(0));
+    pb::TrainingRun {
+        id: run.id,
+        job_id: run.job_id,
+        state: state as i32,
+        progress: run.progress,
+        stage: run.stage,
+        error: run.error.unwrap_or_default(),
+        result_json: run
+            .result
+            .and_then(|r| serde_json::to_string(&r).ok())
+            .unwrap_or_default(),
+        created_at: humantime::format_rfc3339_millis(created).to_string(),
+        seconds: run.seconds,
+    }
+}
+
+/// The pick strategy a `NextItems` request asks for.
+pub fn pick(value: i32) -> Result<Pick, Status> {
+    match pb::Pick::try_from(value) {
+        Ok(pb::Pick::Loop) => Ok(Pick::Loop),
+        Ok(pb::Pick::Uncertain) => Ok(Pick::Uncertain),
+        Ok(pb::Pick::Diverse) => Ok(Pick::Diverse),
+        Ok(pb::Pick::Random) => Ok(Pick::Random),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "pick: {value} is not a pick strategy (0 loop, 1 uncertain, 2 diverse, 3 random)"
+        ))),
+    }
+}
+
+/// A picked item on the wire, its class named by the job's class names.
+pub fn next_item(item: NextItem, class_names: &[String]) -> pb::NextItem {
+    pb::NextItem {
+        id: item.client_id,
+        reason: item.reason.as_str().to_string(),
+        predicted_class: item.predicted.map(|(c, _)| c),
+        predicted_name: class_name(item.predicted.map(|(c, _)| c), class_names),
+        confidence: item.predicted.map_or(0.0, |(_, p)| p),
+    }
+}
+
+/// The status for a loop error: what the job lacks is `FAILED_PRECONDITION`, naming the job
+/// and what to do.
+pub fn loop_status(e: JobLoopError) -> Status {
+    match e {
+        JobLoopError::Store(e) => store_status(e, "class"),
+        JobLoopError::NothingToPick(_)
+        | JobLoopError::NotPretrained(_)
+        | JobLoopError::Round { .. } => Status::failed_precondition(e.to_string()),
+        other => Status::internal(other.to_string()),
     }
 }

@@ -4,7 +4,9 @@
 //! claims that expire and are taken over.
 
 use crate::inference::{EngineError, EngineHandle, ImageBatch};
+use crate::inference::Prediction;
 use crate::jobs::{ClaimedItem, LabelledItem};
+use crate::model::Model;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,8 @@ enum WorkError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("{0}")]
+    Model(String),
 }
 
 /// The worker of one server.
@@ -57,6 +61,8 @@ pub(crate) struct JobWorker {
     pub reporter: HealthReporter,
     /// Turns true when shutdown begins.
     pub stopping: watch::Receiver<bool>,
+    /// The job model labelling now, kept between claims.
+    pub job_models: tokio::sync::Mutex<Option<(String, Arc<Model>)>>,
 }
 
 impl JobWorker {
@@ -126,9 +132,14 @@ impl JobWorker {
             a.job_id == b.job_id
                 && a.auto_accept_threshold == b.auto_accept_threshold
                 && a.target_accuracy == b.target_accuracy
+                && a.job_model == b.job_model
         });
         for run in runs {
             let first = &run[0];
+            if let Some(version) = &first.job_model {
+                labelled.extend(self.label_with_job_model(run, version).await?);
+                continue;
+            }
             if first.image_size != engine.image_size() {
                 tracing::warn!(
                     job = %first.job_id,
@@ -161,5 +172,73 @@ impl JobWorker {
             }
         }
         Ok(labelled)
+    }
+
+    /// Labels items of a job that has its own model with that model (loaded from the
+    /// registry, kept while consecutive claims use it), on a blocking thread.
+    async fn label_with_job_model(
+        &self,
+        run: &[ClaimedItem],
+        version: &str,
+    ) -> Result<Vec<LabelledItem>, WorkError> {
+        let model = self.job_model(version).await?;
+        let first = &run[0];
+        let threshold = crate::jobs::accept_threshold(
+            first.auto_accept_threshold,
+            first.target_accuracy,
+            &model.meta,
+        );
+        let items: Vec<(String, i64, Vec<u8>)> = run
+            .iter()
+            .map(|i| (i.job_id.clone(), i.seq, i.pixels.clone()))
+            .collect();
+        let version = version.to_string();
+        let labelled = tokio::task::spawn_blocking(move || {
+            let size = model.meta.input_width * model.meta.input_height;
+            let pixels: Vec<u8> = items
+                .iter()
+                .filter(|(_, _, p)| p.len() == size)
+                .flat_map(|(_, _, p)| p.iter().copied())
+                .collect();
+            let probabilities = crate::model::probabilities_rows(
+                &model.classifier,
+                crate::model::Inputs::Bytes(&pixels),
+                1,
+            );
+            let classes = model.meta.class_names.len();
+            items
+                .into_iter()
+                .filter(|(_, _, p)| p.len() == size)
+                .zip(probabilities.chunks_exact(classes))
+                .map(|((job_id, seq, _), p)| LabelledItem {
+                    job_id,
+                    seq,
+                    prediction: Prediction::new(p.to_vec(), &model.meta.class_names, threshold),
+                    model_version: version.clone(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| WorkError::Model(format!("labelling stopped: {e}")))?;
+        Ok(labelled)
+    }
+
+    /// The job model `version`, from the cache or loaded from its registered file.
+    async fn job_model(&self, version: &str) -> Result<Arc<Model>, WorkError> {
+        let mut cache = self.job_models.lock().await;
+        if let Some((cached, model)) = cache.as_ref() {
+            if cached == version {
+                return Ok(model.clone());
+            }
+        }
+        let record = self.store.model(version).await?;
+        let path = record.path.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&path))
+            .await
+            .map_err(|e| WorkError::Model(format!("model loading stopped: {e}")))?
+            .map_err(|e| WorkError::Model(e.to_string()))?;
+        let model = Arc::new(model);
+        *cache = Some((version.to_string(), model.clone()));
+        Ok(model)
     }
 }

@@ -26,6 +26,14 @@ pub struct LabelJobsService {
     rules: ImageRules,
     decode_budget: Arc<Semaphore>,
     work: Arc<Notify>,
+    training: LoopSettings,
+}
+
+/// What the loop's calls share: the training worker's wake-up, and one selection at a time.
+struct LoopSettings {
+    wake: Arc<Notify>,
+    selection: Arc<Semaphore>,
+    threads: usize,
 }
 
 impl LabelJobsService {
@@ -48,7 +56,35 @@ impl LabelJobsService {
                     .min(Semaphore::MAX_PERMITS),
             )),
             work,
+            training: LoopSettings {
+                wake: Arc::new(Notify::new()),
+                selection: Arc::new(Semaphore::new(1)),
+                threads: 1,
+            },
         }
+    }
+
+    /// Wakes `wake` when a training run is queued, and chooses items with `threads`.
+    pub fn with_training(mut self, wake: Arc<Notify>, threads: usize) -> Self {
+        self.training.wake = wake;
+        self.training.threads = threads.max(1);
+        self
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn selection(&self) -> &Semaphore {
+        &self.training.selection
+    }
+
+    pub(super) fn selection_threads(&self) -> usize {
+        self.training.threads
+    }
+
+    pub(super) fn wake_trainer(&self) {
+        self.training.wake.notify_one();
     }
 
     /// Parses images for a job of `width` × `height`, as [`LabelJobs::add_images`] does (the
@@ -193,12 +229,10 @@ impl LabelJobs for LabelJobsService {
     ) -> Result<Response<pb::Job>, Status> {
         let request = request.into_inner();
         let job_id = wire::required("job_id", &request.job_id)?;
-        let job = self
-            .store
-            .job(job_id)
-            .await
-            .map_err(|e| wire::store_status(e, "class"))?;
-        Ok(Response::new(wire::job(job)))
+        let failed = |e| wire::store_status(e, "class");
+        let job = self.store.job(job_id).await.map_err(failed)?;
+        let state = self.store.loop_state(job_id).await.map_err(failed)?;
+        Ok(Response::new(wire::job_with_loop(job, state)))
     }
 
     async fn list_items(
@@ -308,29 +342,29 @@ impl LabelJobs for LabelJobsService {
 
     async fn next_items(
         &self,
-        _request: Request<pb::NextItemsRequest>,
+        request: Request<pb::NextItemsRequest>,
     ) -> Result<Response<pb::NextItemsResponse>, Status> {
-        Err(Status::unimplemented("NextItems: not yet"))
+        self.next(request).await
     }
 
     async fn train_job(
         &self,
-        _request: Request<pb::TrainJobRequest>,
+        request: Request<pb::TrainJobRequest>,
     ) -> Result<Response<pb::TrainingRun>, Status> {
-        Err(Status::unimplemented("TrainJob: not yet"))
+        self.train(request).await
     }
 
     async fn get_training_run(
         &self,
-        _request: Request<pb::GetTrainingRunRequest>,
+        request: Request<pb::GetTrainingRunRequest>,
     ) -> Result<Response<pb::TrainingRun>, Status> {
-        Err(Status::unimplemented("GetTrainingRun: not yet"))
+        self.run(request).await
     }
 
     async fn list_training_runs(
         &self,
-        _request: Request<pb::ListTrainingRunsRequest>,
+        request: Request<pb::ListTrainingRunsRequest>,
     ) -> Result<Response<pb::ListTrainingRunsResponse>, Status> {
-        Err(Status::unimplemented("ListTrainingRuns: not yet"))
+        self.runs(request).await
     }
 }

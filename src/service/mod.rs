@@ -14,6 +14,7 @@ mod codes;
 pub mod convert;
 pub mod http;
 pub mod job_convert;
+mod job_loop;
 mod job_worker;
 mod jobs;
 pub mod label_studio;
@@ -21,6 +22,7 @@ mod labeller;
 pub mod metrics;
 pub mod oip;
 mod reload;
+pub mod training_worker;
 
 pub use job_worker::JobWorkerConfig;
 pub use jobs::LabelJobsService;
@@ -122,6 +124,9 @@ pub struct ServeConfig {
     pub jobs: JobWorkerConfig,
     /// The Label Studio ML backend on the HTTP port, when set (needs the registry).
     pub label_studio: Option<LabelStudioConfig>,
+    /// Execute label jobs' training runs in this server (registry only); `None`: leave them
+    /// to `aelabel worker`.
+    pub training: Option<training_worker::TrainingWorkerConfig>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -341,13 +346,13 @@ impl Application {
             .max_encoding_message_size(self.config.max_message_bytes);
         // Label jobs live in the registry's database: only a registry-backed server has them.
         let work = Arc::new(Notify::new());
+        let training_wake = Arc::new(Notify::new());
+        let selection_threads = self.config.training.as_ref().map_or(1, |t| t.threads);
         let jobs_service = self.store.clone().map(|store| {
-            Arc::new(LabelJobsService::new(
-                store,
-                self.engine.clone(),
-                rules,
-                work.clone(),
-            ))
+            Arc::new(
+                LabelJobsService::new(store, self.engine.clone(), rules, work.clone())
+                    .with_training(training_wake.clone(), selection_threads),
+            )
         });
         let label_jobs = jobs_service.clone().map(|service| {
             LabelJobsServer::from_arc(service)
@@ -438,6 +443,16 @@ impl Application {
             ModelSource::Registry { poll, .. } => *poll,
             ModelSource::File(_) => DEFAULT_POLL,
         };
+        let trainer = self
+            .store
+            .clone()
+            .zip(self.config.training.clone())
+            .map(|(store, config)| training_worker::TrainingWorker {
+                store,
+                config,
+                wake: training_wake,
+                stopping: stopping.clone(),
+            });
         let worker = self.store.clone().map(|store| job_worker::JobWorker {
             store,
             engine: self.engine.clone(),
@@ -445,6 +460,7 @@ impl Application {
             work,
             reporter: reporter.clone(),
             stopping: stopping.clone(),
+            job_models: tokio::sync::Mutex::new(None),
         });
         let follower = reload::Follower {
             handle: self.engine.clone(),
@@ -461,6 +477,7 @@ impl Application {
             task,
             follower: std::sync::Mutex::new(Some(follower)),
             worker: std::sync::Mutex::new(worker),
+            trainer: std::sync::Mutex::new(trainer),
         })
     }
 }
@@ -482,6 +499,7 @@ pub struct Running {
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     follower: std::sync::Mutex<Option<reload::Follower>>,
     worker: std::sync::Mutex<Option<job_worker::JobWorker>>,
+    trainer: std::sync::Mutex<Option<training_worker::TrainingWorker>>,
 }
 
 impl Running {
@@ -510,6 +528,14 @@ impl Running {
             .take();
         if let Some(worker) = worker {
             tokio::spawn(worker.run());
+        }
+        let trainer = self
+            .trainer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(trainer) = trainer {
+            tokio::spawn(trainer.run(false));
         }
         Ok(())
     }

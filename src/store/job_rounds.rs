@@ -4,7 +4,7 @@
 
 use super::training::finish_run;
 use super::{Backend, Store, StoreError};
-use crate::jobs::training::RoundReport;
+use crate::jobs::training::{LoopState, RoundReport};
 use crate::jobs::ItemStatus;
 use sqlx::Row;
 use std::path::PathBuf;
@@ -118,6 +118,33 @@ impl Store {
             autoencoder: row
                 .try_get::<Option<String>, _>("autoencoder_path")?
                 .map(PathBuf::from),
+        })
+    }
+
+    /// Where the job's loop stands: its own model, autoencoder, evidence count, open run and
+    /// newest finished round.
+    pub async fn loop_state(&self, job_id: &str) -> Result<LoopState, StoreError> {
+        let job_model = self.job_model(job_id).await?;
+        let evidence: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = $2 AND evidence = 1",
+        )
+        .bind(job_id)
+        .bind(ItemStatus::Reviewed.as_str())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        let last_round = self
+            .training_runs(job_id)
+            .await?
+            .into_iter()
+            .rev()
+            .find_map(|r| r.result.filter(|report| report.model_version.is_some()));
+        Ok(LoopState {
+            model_version: job_model.model.map(|(v, _)| v),
+            pretrained: job_model.autoencoder.is_some(),
+            evidence_labels: u64::try_from(evidence).unwrap_or(0),
+            open_run: self.open_training(job_id).await?,
+            last_round,
         })
     }
 

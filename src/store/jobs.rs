@@ -283,7 +283,7 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT i.job_id, i.seq, j.auto_accept_threshold, j.target_accuracy, j.input_width, \
-             j.input_height, \
+             j.input_height, j.model_version AS job_model, \
              p.pixels FROM items i JOIN jobs j ON j.id = i.job_id \
              JOIN job_images p ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
              WHERE i.claimed_by = $1 AND i.claimed_until = $2 AND i.status = $3 \
@@ -653,6 +653,7 @@ fn claimed_item(row: &AnyRow) -> Result<ClaimedItem, StoreError> {
             .try_get::<Option<f64>, _>("target_accuracy")?
             .map(|t| t as f32),
         image_size: side("input_width")? * side("input_height")?,
+        job_model: row.try_get("job_model")?,
         pixels: row.try_get("pixels")?,
         job_id,
     })

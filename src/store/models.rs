@@ -31,6 +31,9 @@ pub struct NewModel {
     pub path: PathBuf,
     /// SHA-256 of the file, lower-case hex.
     pub sha256: String,
+    /// The label job it was trained for (its lineage); such a model is never made active
+    /// just for being the first registered: a job's models label that job.
+    pub job_id: Option<String>,
 }
 
 impl NewModel {
@@ -64,6 +67,7 @@ impl NewModel {
             metrics: training.clone(),
             path,
             sha256,
+            job_id: None,
         }
     }
 }
@@ -133,7 +137,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO models (version, created_at, preset, settings, dataset, class_names, \
-             test_accuracy, metrics, path, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             test_accuracy, metrics, path, sha256, job_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&model.version)
         .bind(now_ms())
@@ -145,9 +150,11 @@ impl Store {
         .bind(model.metrics.to_string())
         .bind(&path)
         .bind(&model.sha256)
+        .bind(&model.job_id)
         .execute(&mut *tx)
         .await?;
-        let first = sqlx::query("SELECT seq FROM activations LIMIT 1")
+        let first = model.job_id.is_none()
+            && sqlx::query("SELECT seq FROM activations LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?
             .is_none();

@@ -107,6 +107,7 @@ pub fn config() -> ServeConfig {
         shutdown_grace: Duration::from_secs(5),
         jobs: JobWorkerConfig::default(),
         label_studio: None,
+        training: None,
     }
 }
 

@@ -253,6 +253,105 @@ pub fn curves_png(
     })
 }
 
+/// One line of an [`xy_curves_png`] chart: `(x, y)` points in x order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct XyCurve {
+    /// Legend label of the line.
+    pub name: String,
+    /// Its points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Lines over a numeric x axis (e.g. human labels → pool accuracy, one line per strategy),
+/// with an optional dashed horizontal `target` line (e.g. the 95 % accuracy to reach).
+pub fn xy_curves_png(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    curves: &[XyCurve],
+    target: Option<(f64, &str)>,
+) -> Result<(), PlotError> {
+    let all = || curves.iter().flat_map(|c| c.points.iter().copied());
+    if let Some(p) = all().find(|p| !(p.0.is_finite() && p.1.is_finite())) {
+        return Err(input_err(path, format!("point {p:?} is not finite")));
+    }
+    if all().next().is_none() {
+        return Err(input_err(path, "no points to plot"));
+    }
+    ensure_output(path)?;
+    let mut names: Vec<String> = curves.iter().map(|c| c.name.clone()).collect();
+    if let Some((_, name)) = target {
+        names.push(name.to_string());
+    }
+    render(path, FIGURE_SIZE, |root| {
+        let body = draw_title(root, title)?;
+        let legend_font = font(15.0);
+        let legend_w = legend_width(&legend_font, &names, 44);
+        let (body_w, _) = body.dim_in_pixel();
+        let (chart_area, legend_area) = body.split_horizontally(to_i32_u32(body_w) - legend_w);
+        let xs = padded_range(all().map(|p| p.0));
+        let ys = padded_range(all().map(|p| p.1).chain(target.map(|t| t.0)));
+        let (x_fmt, y_fmt) = (tick_formatter(&xs, 8), tick_formatter(&ys, 8));
+        let mut chart = ChartBuilder::on(&chart_area)
+            .margin_left(10)
+            .margin_right(10)
+            .margin_bottom(10)
+            .x_label_area_size(46)
+            .y_label_area_size(66)
+            .build_cartesian_2d(xs.clone(), ys)?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(228, 228, 228))
+            .axis_style(RGBColor(120, 120, 120))
+            .label_style(font(13.0).color(&RGBColor(60, 60, 60)))
+            .axis_desc_style(font(15.0).color(&BLACK))
+            .x_labels(8)
+            .y_labels(8)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()?;
+        for (i, curve) in curves.iter().enumerate() {
+            let color = class_color(i);
+            chart.draw_series(LineSeries::new(curve.points.clone(), color.stroke_width(2)))?;
+            chart.draw_series(curve.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+        let target_color = RGBColor(90, 90, 90);
+        if let Some((y, _)) = target {
+            // Dashes: short segments along the line.
+            let step = (xs.end - xs.start) / 60.0;
+            let dashes = (0..60).step_by(2).map(|k| {
+                let x0 = xs.start + k as f64 * step;
+                PathElement::new(vec![(x0, y), (x0 + step, y)], target_color.stroke_width(2))
+            });
+            chart.draw_series(dashes)?;
+        }
+        let mut entries: Vec<(String, RGBColor)> = curves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), class_color(i)))
+            .collect();
+        if let Some((_, name)) = target {
+            entries.push((name.to_string(), target_color));
+        }
+        draw_legend(
+            &legend_area,
+            &entries,
+            &legend_font,
+            legend_w,
+            |area, (x, y), color| {
+                area.draw(&PathElement::new(
+                    vec![(x, y), (x + 24, y)],
+                    color.stroke_width(3),
+                ))?;
+                Ok(())
+            },
+        )
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Chart helpers.
 

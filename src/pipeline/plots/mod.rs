@@ -21,7 +21,7 @@ mod charts;
 mod confusion;
 mod images;
 
-pub use charts::{curves_png, scatter_png, tsne_png, Curve};
+pub use charts::{curves_png, scatter_png, tsne_png, xy_curves_png, Curve, XyCurve};
 pub use confusion::confusion_png;
 pub use images::reconstructions_png;
 

@@ -102,3 +102,57 @@ pub fn bench_loop(args: BenchLoopArgs, quiet: bool) -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+/// Flags of `aelabel bench plot`.
+#[derive(Debug, Args)]
+pub struct BenchPlotArgs {
+    /// A JSON file `{title, x_label, y_label, target: [y, name]?, curves: [{name, points:
+    /// [[x, y], …]}]}` (what `benches/labelling_loop.py` writes).
+    #[arg(long)]
+    pub json: PathBuf,
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The JSON `aelabel bench plot` reads.
+#[derive(Debug, serde::Deserialize)]
+struct PlotSpec {
+    title: String,
+    x_label: String,
+    y_label: String,
+    target: Option<(f64, String)>,
+    curves: Vec<PlotCurve>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PlotCurve {
+    name: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// Runs `aelabel bench plot`: lines over a numeric x axis, for benchmark scripts.
+pub fn bench_plot(args: BenchPlotArgs) -> anyhow::Result<()> {
+    use crate::pipeline::plots::{xy_curves_png, XyCurve};
+    let text = std::fs::read_to_string(&args.json)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.json.display()))?;
+    let spec: PlotSpec = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a plot description: {e}", args.json.display()))?;
+    let curves: Vec<XyCurve> = spec
+        .curves
+        .into_iter()
+        .map(|c| XyCurve {
+            name: c.name,
+            points: c.points,
+        })
+        .collect();
+    xy_curves_png(
+        &args.out,
+        &spec.title,
+        (&spec.x_label, &spec.y_label),
+        &curves,
+        spec.target.as_ref().map(|(y, name)| (*y, name.as_str())),
+    )?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -315,6 +315,8 @@ pub enum BenchCommand {
     Decode(BenchDecodeArgs),
     /// Simulate the labelling loop in process (true labels stand in for people).
     Loop(bench_loop::BenchLoopArgs),
+    /// Draw lines from a JSON description as a PNG (for benchmark scripts).
+    Plot(bench_loop::BenchPlotArgs),
 }
 
 /// Flags of `aelabel bench decode`.
@@ -386,7 +388,9 @@ pub(crate) fn parse_pick(text: &str) -> Result<crate::jobs::select::Pick, String
         .iter()
         .find(|(_, name)| *name == text)
         .map(|(p, _)| *p)
-        .ok_or_else(|| format!("`{text}` is not a pick strategy: loop, uncertain, diverse or random"))
+        .ok_or_else(|| {
+            format!("`{text}` is not a pick strategy: loop, uncertain, diverse or random")
+        })
 }
 
 /// Parses a probability in [0, 1].
@@ -751,6 +755,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_threads(args.threads);
             bench_loop::bench_loop(args, cli.quiet)
         }
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Plot(args)),
+            ..
+        }) => bench_loop::bench_plot(args),
         Command::Bench(BenchArgs {
             command: Some(BenchCommand::Train(args)),
             ..

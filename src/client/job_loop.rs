@@ -146,8 +146,10 @@ async fn train(
     } else {
         let bar = ProgressBar::new(1000);
         bar.set_style(
-            ProgressStyle::with_template("{msg:>16} {bar:30} {percent:>3} %  {elapsed} < ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{msg:>16} {bar:30} {percent:>3} %  {elapsed} < ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     };

@@ -100,7 +100,12 @@ fn load_job_model(runtime: &Handle, store: &Store, job_id: &str) -> Result<Loade
 
 /// Refuses a round that could not train, before any work: what `TrainJob` checks when it
 /// queues a run, and the worker again when it runs it.
-pub fn check_trainable(job_id: &str, spec: &NewJob, pile: &JobPile, pretrained: bool) -> Result<(), JobLoopError> {
+pub fn check_trainable(
+    job_id: &str,
+    spec: &NewJob,
+    pile: &JobPile,
+    pretrained: bool,
+) -> Result<(), JobLoopError> {
     if pile.items.is_empty() {
         return Err(JobLoopError::NothingToPick(job_id.to_string()));
     }
@@ -142,7 +147,10 @@ pub fn execute_run(
     let started = Instant::now();
     let job_id = &run.job_id;
     let (spec, pile) = runtime.block_on(async {
-        Ok::<_, StoreError>((store.job_spec(job_id).await?, store.job_pile(job_id, true).await?))
+        Ok::<_, StoreError>((
+            store.job_spec(job_id).await?,
+            store.job_pile(job_id, true).await?,
+        ))
     })?;
     let loaded = load_job_model(runtime, store, job_id)?;
     check_trainable(job_id, &spec, &pile, loaded.autoencoder.is_some())?;
@@ -166,12 +174,11 @@ pub fn execute_run(
         seed: seed_of(job_id, training.len() + evidence.len()),
         threads: trainer.threads,
     };
-    let outcome = train_round(&data, start, &settings, observer).map_err(|source| {
-        JobLoopError::Round {
+    let outcome =
+        train_round(&data, start, &settings, observer).map_err(|source| JobLoopError::Round {
             job: job_id.clone(),
             source,
-        }
-    })?;
+        })?;
     let dir = trainer.dir.join(job_id);
     create_dir(&dir)?;
     let autoencoder_path = dir.join("autoencoder.safetensors");

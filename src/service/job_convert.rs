@@ -213,8 +213,8 @@ pub fn training_run(run: TrainingRun) -> pb::TrainingRun {
         TrainingState::Finished => pb::TrainingState::Finished,
         TrainingState::Failed => pb::TrainingState::Failed,
     };
-    let created =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(run.created_ms).unwrap_or(0));
+    let created = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(run.created_ms).unwrap_or(0));
     pb::TrainingRun {
         id: run.id,
         job_id: run.job_id,

@@ -3,8 +3,8 @@
 //! one worker each and share the work through the store's claims; a worker that dies leaves
 //! claims that expire and are taken over.
 
-use crate::inference::{EngineError, EngineHandle, ImageBatch};
 use crate::inference::Prediction;
+use crate::inference::{EngineError, EngineHandle, ImageBatch};
 use crate::jobs::{ClaimedItem, LabelledItem};
 use crate::model::Model;
 use crate::store::{Store, StoreError};

@@ -443,16 +443,16 @@ impl Application {
             ModelSource::Registry { poll, .. } => *poll,
             ModelSource::File(_) => DEFAULT_POLL,
         };
-        let trainer = self
-            .store
-            .clone()
-            .zip(self.config.training.clone())
-            .map(|(store, config)| training_worker::TrainingWorker {
-                store,
-                config,
-                wake: training_wake,
-                stopping: stopping.clone(),
-            });
+        let trainer =
+            self.store
+                .clone()
+                .zip(self.config.training.clone())
+                .map(|(store, config)| training_worker::TrainingWorker {
+                    store,
+                    config,
+                    wake: training_wake,
+                    stopping: stopping.clone(),
+                });
         let worker = self.store.clone().map(|store| job_worker::JobWorker {
             store,
             engine: self.engine.clone(),

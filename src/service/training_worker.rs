@@ -53,14 +53,20 @@ impl TrainingWorker {
             if *self.stopping.borrow() {
                 break;
             }
-            match self.store.claim_training(&worker_id, self.config.lease).await {
+            match self
+                .store
+                .claim_training(&worker_id, self.config.lease)
+                .await
+            {
                 Ok(Some(run)) => {
                     self.execute(run, &worker_id).await;
                     continue;
                 }
                 Ok(None) if once => break,
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "training worker: cannot claim a run; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "training worker: cannot claim a run; retrying")
+                }
             }
             tokio::select! {
                 changed = self.stopping.changed() => {
@@ -77,7 +83,11 @@ impl TrainingWorker {
     /// Executes one claimed run on a blocking thread and records how it ended.
     async fn execute(&self, run: TrainingRun, worker_id: &str) {
         tracing::info!(run = %run.id, job = %run.job_id, "training run started");
-        let (store, config, id) = (self.store.clone(), self.config.clone(), worker_id.to_string());
+        let (store, config, id) = (
+            self.store.clone(),
+            self.config.clone(),
+            worker_id.to_string(),
+        );
         let runtime = Handle::current();
         let task_run = run.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -155,11 +165,7 @@ impl<'a> ProgressReporter<'a> {
             }
             *last = Instant::now();
         }
-        let (stage, total) = self
-            .phase
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let (stage, total) = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let progress = self.steps.load(Ordering::Relaxed) as f32 / total.max(1) as f32;
         let write =
             self.store

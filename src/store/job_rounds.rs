@@ -205,8 +205,15 @@ impl Store {
         .await?;
         if let Some(version) = relabel.model_version {
             for chunk in relabel.predictions.chunks(RELABEL_CHUNK) {
-                relabel_chunk(&mut tx, self.backend, job_id, version, relabel.threshold, chunk)
-                    .await?;
+                relabel_chunk(
+                    &mut tx,
+                    self.backend,
+                    job_id,
+                    version,
+                    relabel.threshold,
+                    chunk,
+                )
+                .await?;
             }
             sqlx::query("UPDATE items SET status = $1 WHERE job_id = $2 AND status = $3")
                 .bind(ItemStatus::Pending.as_str())

@@ -155,9 +155,9 @@ impl Store {
         .await?;
         let first = model.job_id.is_none()
             && sqlx::query("SELECT seq FROM activations LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_none();
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_none();
         if first {
             append_activation(&mut tx, &model.version).await?;
         }

@@ -151,8 +151,7 @@ impl Store {
         stage: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let until =
-            now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let until = now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE training_runs SET progress = $1, stage = $2, claimed_until = $3 \

@@ -316,7 +316,12 @@ pub fn xy_curves_png(
         for (i, curve) in curves.iter().enumerate() {
             let color = class_color(i);
             chart.draw_series(LineSeries::new(curve.points.clone(), color.stroke_width(2)))?;
-            chart.draw_series(curve.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            chart.draw_series(
+                curve
+                    .points
+                    .iter()
+                    .map(|&p| Circle::new(p, 3, color.filled())),
+            )?;
         }
         let target_color = RGBColor(90, 90, 90);
         if let Some((y, _)) = target {

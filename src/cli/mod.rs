@@ -377,7 +377,9 @@ fn parse_pick(text: &str) -> Result<crate::jobs::select::Pick, String> {
         .iter()
         .find(|(_, name)| *name == text)
         .map(|(p, _)| *p)
-        .ok_or_else(|| format!("`{text}` is not a pick strategy: loop, uncertain, diverse or random"))
+        .ok_or_else(|| {
+            format!("`{text}` is not a pick strategy: loop, uncertain, diverse or random")
+        })
 }
 
 /// Parses a probability in [0, 1].

@@ -1,11 +1,14 @@
 //! The label-job worker: claims pending items in large batches, labels them with the model
 //! serving at that moment, and records the predictions. Several servers on one Postgres run
 //! one worker each and share the work through the store's claims; a worker that dies leaves
-//! claims that expire and are taken over.
+//! claims that expire and are taken over. While no model is active the worker claims nothing
+//! (a claim would only hold items back from the first model), and it never labels a job that
+//! brought its own classes with the serving model.
 
-use crate::inference::{EngineError, EngineHandle, ImageBatch};
+use crate::inference::{Engine, EngineError, EngineHandle, ImageBatch};
 use crate::jobs::{ClaimedItem, LabelledItem};
 use crate::store::{Store, StoreError};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -43,6 +46,10 @@ enum WorkError {
     Engine(#[from] EngineError),
 }
 
+/// Jobs whose `own_classes` the worker remembers before it starts over (it never changes for
+/// a job, so forgetting only costs one lookup each).
+const KNOWN_JOBS: usize = 10_000;
+
 /// The worker of one server.
 pub(crate) struct JobWorker {
     /// Where jobs live.
@@ -57,6 +64,8 @@ pub(crate) struct JobWorker {
     pub reporter: HealthReporter,
     /// Turns true when shutdown begins.
     pub stopping: watch::Receiver<bool>,
+    /// Whether each job seen brought its own classes (then the serving model never labels it).
+    pub own_classes: HashMap<String, bool>,
 }
 
 impl JobWorker {
@@ -96,12 +105,17 @@ impl JobWorker {
             .await;
     }
 
-    /// Claims, labels and records until nothing is pending.
-    async fn drain(&self, worker_id: &str) -> Result<(), WorkError> {
+    /// Claims, labels and records until nothing is pending. With no model yet it only asks
+    /// the database something cheap, so that health still follows it.
+    async fn drain(&mut self, worker_id: &str) -> Result<(), WorkError> {
         loop {
             if *self.stopping.borrow() {
                 return Ok(());
             }
+            let Some(engine) = self.engine.current() else {
+                self.store.active_version().await?;
+                return Ok(());
+            };
             let claimed = self
                 .store
                 .claim_pending(worker_id, self.config.claim_batch, self.config.lease)
@@ -109,17 +123,20 @@ impl JobWorker {
             if claimed.is_empty() {
                 return Ok(());
             }
-            let labelled = self.label(claimed).await?;
+            let labelled = self.label(&engine, claimed).await?;
             let recorded = self.store.record_predictions(worker_id, &labelled).await?;
             tracing::debug!(recorded, "label jobs: recorded predictions");
         }
     }
 
-    /// Labels claimed items with the engine serving now, one run of equal job settings at a
-    /// time. Items of a job whose image size the model does not take are left to their claim's
-    /// expiry (a later model may take them).
-    async fn label(&self, claimed: Vec<ClaimedItem>) -> Result<Vec<LabelledItem>, WorkError> {
-        let engine = self.engine.current();
+    /// Labels claimed items with `engine`, one run of equal job settings at a time. Items of a
+    /// job with its own classes, or whose image size the model does not take, are left to
+    /// their claim's expiry (the job's own model, or a later one, may take them).
+    async fn label(
+        &mut self,
+        engine: &Engine,
+        claimed: Vec<ClaimedItem>,
+    ) -> Result<Vec<LabelledItem>, WorkError> {
         let version = engine.meta().version.clone();
         let mut labelled = Vec::with_capacity(claimed.len());
         let runs = claimed.chunk_by(|a, b| {
@@ -129,6 +146,11 @@ impl JobWorker {
         });
         for run in runs {
             let first = &run[0];
+            if self.has_own_classes(&first.job_id).await? {
+                tracing::debug!(job = %first.job_id,
+                    "label jobs: the job has its own classes; the serving model does not label it");
+                continue;
+            }
             if first.image_size != engine.image_size() {
                 tracing::warn!(
                     job = %first.job_id,
@@ -161,5 +183,23 @@ impl JobWorker {
             }
         }
         Ok(labelled)
+    }
+
+    /// Whether `job_id` brought its own classes, from memory or the store.
+    async fn has_own_classes(&mut self, job_id: &str) -> Result<bool, StoreError> {
+        if let Some(&own) = self.own_classes.get(job_id) {
+            return Ok(own);
+        }
+        let own = match self.store.job_spec(job_id).await {
+            Ok(spec) => spec.own_classes,
+            // Deleted meanwhile: nothing to label either way.
+            Err(StoreError::UnknownJob(_)) => true,
+            Err(e) => return Err(e),
+        };
+        if self.own_classes.len() >= KNOWN_JOBS {
+            self.own_classes.clear();
+        }
+        self.own_classes.insert(job_id.to_string(), own);
+        Ok(own)
     }
 }

@@ -536,7 +536,8 @@ impl Running {
                 self.reporter
                     .set_service_status(SERVER_HEALTH_NAME, ServingStatus::Serving)
                     .await;
-                tracing::info!("serving label jobs; waiting for a model to be activated");
+                // "serving", like a server with a model: start-up is done.
+                tracing::info!(model = "none yet", "serving");
             }
         }
         let follower = self

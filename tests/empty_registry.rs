@@ -168,7 +168,7 @@ async fn an_empty_registry_takes_jobs_and_serves_the_first_activated_model() {
         assert_eq!(health(&server, SERVER_HEALTH_NAME).await, ServingStatus::Serving);
         let answer = labeller.label(label).await.unwrap().into_inner();
         assert_eq!(answer.model_version, version);
-        assert_eq!(answer.results.len(), 1);
+        assert_eq!(answer.predictions.len(), 1);
         let ready = inference.server_ready(oip::ServerReadyRequest {}).await.unwrap();
         assert!(ready.into_inner().ready);
 

@@ -175,10 +175,7 @@ pub fn select(
             };
             interleave(
                 informative,
-                evidence
-                    .into_iter()
-                    .map(|r| (r, Reason::Evidence))
-                    .collect(),
+                evidence.into_iter().map(|r| (r, Reason::Evidence)).collect(),
             )
         }
     }
@@ -292,11 +289,7 @@ fn typical(
     // Clusters that ended empty: fill with random rows not yet taken.
     if out.len() < n {
         let taken: std::collections::HashSet<usize> = out.iter().copied().collect();
-        let rest: Vec<usize> = rows
-            .iter()
-            .copied()
-            .filter(|r| !taken.contains(r))
-            .collect();
+        let rest: Vec<usize> = rows.iter().copied().filter(|r| !taken.contains(r)).collect();
         out.extend(random_sample(&rest, n - out.len(), rng));
     }
     out
@@ -312,13 +305,7 @@ struct Clusters {
 
 /// Lloyd's k-means of `rows`' features into `k` clusters, started from `k` random rows.
 /// Distances come from one matrix product per iteration (‖x‖² − 2 x·c + ‖c‖²).
-fn kmeans(
-    c: &Candidates<'_>,
-    rows: &[usize],
-    k: usize,
-    rng: &mut ChaCha8Rng,
-    threads: usize,
-) -> Clusters {
+fn kmeans(c: &Candidates<'_>, rows: &[usize], k: usize, rng: &mut ChaCha8Rng, threads: usize) -> Clusters {
     let dim = c.dim;
     let m = rows.len();
     let k = k.clamp(1, m.max(1));
@@ -326,10 +313,7 @@ fn kmeans(
         .iter()
         .flat_map(|&r| c.features[r * dim..(r + 1) * dim].iter().copied())
         .collect();
-    let x_norm: Vec<f32> = x
-        .chunks_exact(dim)
-        .map(|v| v.iter().map(|a| a * a).sum())
-        .collect();
+    let x_norm: Vec<f32> = x.chunks_exact(dim).map(|v| v.iter().map(|a| a * a).sum()).collect();
     let mut centres: Vec<f32> = random_sample(&(0..m).collect::<Vec<_>>(), k, rng)
         .into_iter()
         .flat_map(|i| x[i * dim..(i + 1) * dim].to_vec())
@@ -369,10 +353,7 @@ fn kmeans(
         let mut counts = vec![0usize; k];
         for (i, &a) in assignment.iter().enumerate() {
             counts[a] += 1;
-            for (s, v) in sums[a * dim..(a + 1) * dim]
-                .iter_mut()
-                .zip(&x[i * dim..(i + 1) * dim])
-            {
+            for (s, v) in sums[a * dim..(a + 1) * dim].iter_mut().zip(&x[i * dim..(i + 1) * dim]) {
                 *s += v;
             }
         }
@@ -420,15 +401,7 @@ mod tests {
             classes: 0,
         };
         let picks = select(&c, 3, Pick::Diverse, 1, 1);
-        let group = |r: usize| {
-            if r < 60 {
-                0
-            } else if r < 90 {
-                1
-            } else {
-                2
-            }
-        };
+        let group = |r: usize| if r < 60 { 0 } else if r < 90 { 1 } else { 2 };
         let groups: Vec<usize> = picks.iter().map(|&(r, _)| group(r)).collect();
         assert_eq!(groups, vec![0, 1, 2]);
     }

@@ -10,8 +10,8 @@
 use super::classifier::{spreading, student, teacher, Labelled, Unlabelled};
 use super::{pretrain, Preset, Recipe};
 use crate::model::{
-    classifier_from_encoder, encode_rows, encoder_depth, forward_rows, probabilities_rows,
-    top_class, Decoder, Inputs, Model, ModelMeta, Network, OutOfFold,
+    classifier_from_encoder, encode_rows, encoder_depth, forward_rows, probabilities_rows, top_class, Decoder, Inputs, Model, ModelMeta,
+    Network, OutOfFold,
 };
 use crate::train::metrics::{choose_threshold, coverage_at, wilson_lower, BOUND_Z};
 use crate::train::Observer;
@@ -128,10 +128,7 @@ pub enum RoundError {
 /// The recipe a job round trains with: the default preset sized to the job's pile.
 pub fn round_recipe(data: &RoundData<'_>) -> Recipe {
     let mut recipe = Recipe::new(Preset::Default, data.training.len());
-    recipe.fit_to_data(
-        (data.width, data.height),
-        data.pixels.len() / image_len(data),
-    );
+    recipe.fit_to_data((data.width, data.height), data.pixels.len() / image_len(data));
     recipe
 }
 
@@ -252,12 +249,8 @@ pub fn train_round(
         lap(&mut stages, "student");
     }
     let probabilities = probabilities_rows(&network, images, threads);
-    let (evidence, accepted, threshold) = judge(
-        &probabilities,
-        classes,
-        data.evidence,
-        settings.target_accuracy,
-    );
+    let (evidence, accepted, threshold) =
+        judge(&probabilities, classes, data.evidence, settings.target_accuracy);
     lap(&mut stages, "label the pile");
     for p in &mut network.params {
         p.frozen = false;
@@ -343,9 +336,7 @@ fn check(data: &RoundData<'_>, start: RoundStart<'_>, rows: usize) -> Result<(),
         return Ok(());
     }
     let mut seen = vec![false; classes];
-    data.training
-        .iter()
-        .for_each(|&(_, c)| seen[c as usize] = true);
+    data.training.iter().for_each(|&(_, c)| seen[c as usize] = true);
     let classes_seen = seen.iter().filter(|&&s| s).count();
     if classes_seen < classes {
         return Err(RoundError::TooFewLabels {
@@ -368,7 +359,8 @@ fn judge(
 ) -> (OutOfFold, AcceptedEstimate, f32) {
     let mut oof = OutOfFold::default();
     for &(row, class) in evidence {
-        let (predicted, confidence) = top_class(&probabilities[row * classes..(row + 1) * classes]);
+        let (predicted, confidence) =
+            top_class(&probabilities[row * classes..(row + 1) * classes]);
         oof.confidence.push(confidence);
         oof.correct.push(predicted == class as usize);
     }
@@ -403,11 +395,7 @@ pub fn selection_inputs(
             let depth = classifier.layers.len();
             let features = forward_rows(classifier, images, 0..depth - 1, threads);
             let dim = classifier.layer_dims(depth - 1).0;
-            (
-                features,
-                dim,
-                Some(probabilities_rows(classifier, images, threads)),
-            )
+            (features, dim, Some(probabilities_rows(classifier, images, threads)))
         }
         None => {
             let codes = encode_rows(autoencoder, images, threads);

@@ -88,13 +88,8 @@ pub fn simulate_loop(
     let mut reviewed = vec![false; n];
     let mut rows = Vec::new();
     let started = Instant::now();
-    let first = train_round(
-        &data(pile, &[], &[]),
-        RoundStart::Nothing,
-        &settings(0),
-        observer,
-    )
-    .expect("pretraining needs no labels");
+    let first = train_round(&data(pile, &[], &[]), RoundStart::Nothing, &settings(0), observer)
+        .expect("pretraining needs no labels");
     observer.note(&format!(
         "pretrained the autoencoder in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -130,12 +125,8 @@ pub fn simulate_loop(
             None => RoundStart::Autoencoder(&autoencoder),
         };
         let clock = Instant::now();
-        let outcome = match train_round(
-            &data(pile, &training, &evidence),
-            start,
-            &settings(round),
-            observer,
-        ) {
+        let outcome = match train_round(&data(pile, &training, &evidence), start, &settings(round), observer)
+        {
             Ok(o) => o,
             Err(e) => {
                 observer.note(&format!("round {round}: {e}; labelling more first"));

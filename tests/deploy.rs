@@ -7,9 +7,7 @@
 
 mod common;
 
-use aelabel::service::{
-    DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, LABELLER_HEALTH_NAME, SERVER_HEALTH_NAME,
-};
+use aelabel::service::{DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, SERVER_HEALTH_NAME};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -155,21 +153,18 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
         let objects = rendered(kustomization);
         let pod = &get(&objects, "Deployment", "aelabel")["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
-        for probe in ["startupProbe", "readinessProbe"] {
+        // Every probe asks the whole server (no service name is the empty one), which is
+        // SERVING with no model yet, so a fresh deployment is Ready to take label jobs; the
+        // Labeller's own name would keep it out of the Service until a model is trained.
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let grpc = &container[probe]["grpc"];
+            assert_eq!(grpc["port"], DEFAULT_GRPC_PORT, "{kustomization}: {probe}");
             assert_eq!(
-                container[probe]["grpc"],
-                serde_json::json!({"port": DEFAULT_GRPC_PORT, "service": LABELLER_HEALTH_NAME}),
+                grpc["service"].as_str().unwrap_or(""),
+                SERVER_HEALTH_NAME,
                 "{kustomization}: {probe}"
             );
         }
-        // No service name is the empty one: the whole server.
-        let liveness = &container["livenessProbe"]["grpc"];
-        assert_eq!(liveness["port"], DEFAULT_GRPC_PORT, "{kustomization}");
-        assert_eq!(
-            liveness["service"].as_str().unwrap_or(""),
-            SERVER_HEALTH_NAME,
-            "{kustomization}"
-        );
         assert_eq!(
             container["ports"],
             serde_json::json!([

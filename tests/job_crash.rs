@@ -198,6 +198,7 @@ async fn a_killed_server_leaves_a_job_that_a_new_one_finishes(db: TestDb) {
             name: "crash".into(),
             auto_accept_threshold: None,
             target_accuracy: None,
+            ..Default::default()
         })
         .await
         .expect("CreateJob succeeds")

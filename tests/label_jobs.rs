@@ -184,6 +184,7 @@ async fn job_lifecycle(db: TestDb) {
             name: "fashion".into(),
             auto_accept_threshold: Some(THRESHOLD),
             target_accuracy: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -372,6 +373,7 @@ async fn two_servers_on_one_postgres_share_a_job_without_labelling_an_item_twice
             name: "shared".into(),
             auto_accept_threshold: None,
             target_accuracy: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -425,6 +427,7 @@ async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps
             name: "outage".into(),
             auto_accept_threshold: None,
             target_accuracy: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -652,6 +655,7 @@ async fn bulk_rate(db: TestDb, what: &str) {
             name: "bulk".into(),
             auto_accept_threshold: None,
             target_accuracy: None,
+            ..Default::default()
         })
         .await
         .unwrap()

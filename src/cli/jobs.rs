@@ -3,8 +3,8 @@
 
 use super::parse_probability;
 use crate::client::job_loop;
-use crate::client::jobs::{self as client, TerminalReview};
-use crate::config::parse_positive;
+use crate::client::jobs::{self as client, NewJobRequest, TerminalReview};
+use crate::config::{parse_input_size, parse_positive};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -32,6 +32,17 @@ pub enum JobsCommand {
         /// A name people recognise.
         #[arg(long)]
         name: String,
+        /// The job's own classes, comma-separated (`--classes cat,dog,bird`): needed when no
+        /// model is active [default: the serving model's].
+        #[arg(long, conflicts_with = "classes_file")]
+        classes: Option<String>,
+        /// The job's own classes from a file, one name a line (blank lines ignored).
+        #[arg(long)]
+        classes_file: Option<PathBuf>,
+        /// Size images are stored and trained at, `N` or `W×H` [default: the serving model's
+        /// input size, else 28×28].
+        #[arg(long, value_parser = parse_input_size)]
+        input_size: Option<(usize, usize)>,
         /// Auto-accept predictions whose expected accuracy reaches this (each model turns it
         /// into its own threshold) [default: the model's own threshold].
         #[arg(long, value_parser = parse_probability, conflicts_with = "threshold")]
@@ -129,10 +140,26 @@ pub async fn jobs_command(args: JobsArgs, quiet: bool) -> anyhow::Result<()> {
     match args.command {
         JobsCommand::Create {
             name,
+            classes,
+            classes_file,
+            input_size,
             target_accuracy,
             threshold,
         } => {
-            let job = client::create_job(server, &name, threshold, target_accuracy).await?;
+            let class_names = match (classes, classes_file) {
+                (Some(list), _) => client::class_list(&list),
+                (None, Some(path)) => client::class_file(&path)?,
+                (None, None) => Vec::new(),
+            };
+            let request = NewJobRequest {
+                name,
+                threshold,
+                target_accuracy,
+                class_names,
+                // parse_input_size keeps each side within 1..=4096.
+                input_size: input_size.map(|(w, h)| (w as u32, h as u32)),
+            };
+            let job = client::create_job(server, request).await?;
             eprintln!("created job `{}`", job.name);
             println!("{}", job.id);
         }

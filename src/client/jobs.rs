@@ -46,6 +46,10 @@ pub struct JobStatus {
     pub target_accuracy: Option<f32>,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// The size its images are stored at, `[width, height]`.
+    pub input_size: [u32; 2],
+    /// Its classes, in class-index order.
+    pub class_names: Vec<String>,
     /// Items people labelled (every review, threshold evidence included).
     pub human_labels: u64,
     /// Of those, the random slice that judges the threshold.
@@ -79,6 +83,8 @@ impl From<pb::Job> for JobStatus {
             auto_accept_threshold: job.auto_accept_threshold,
             target_accuracy: job.target_accuracy,
             created_at: job.created_at,
+            input_size: [job.input_width, job.input_height],
+            class_names: job.class_names,
             human_labels: job.human_labels,
             evidence_labels: job.evidence_labels,
             model_version: (!job.model_version.is_empty()).then_some(job.model_version),
@@ -124,24 +130,75 @@ impl JobStatus {
     }
 }
 
-/// Creates a job; `threshold` and `target_accuracy` are exclusive (the server checks).
-pub async fn create_job(
-    server: &str,
-    name: &str,
-    threshold: Option<f32>,
-    target_accuracy: Option<f32>,
-) -> Result<JobStatus, ClientError> {
+/// What `aelabel jobs create` asks the server for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewJobRequest {
+    /// A name people recognise.
+    pub name: String,
+    /// A fixed auto-accept threshold; exclusive with `target_accuracy` (the server checks).
+    pub threshold: Option<f32>,
+    /// The accuracy auto-accepted labels should reach.
+    pub target_accuracy: Option<f32>,
+    /// The job's own classes; empty takes the serving model's.
+    pub class_names: Vec<String>,
+    /// The job's own input size (width, height); `None` for the server's default.
+    pub input_size: Option<(u32, u32)>,
+}
+
+/// Creates a job.
+pub async fn create_job(server: &str, job: NewJobRequest) -> Result<JobStatus, ClientError> {
     let mut client = connect_jobs(server).await?;
+    let (input_width, input_height) = job.input_size.unwrap_or((0, 0));
     let job = client
         .create_job(pb::CreateJobRequest {
-            name: name.to_string(),
-            auto_accept_threshold: threshold,
-            target_accuracy,
-            ..Default::default()
+            name: job.name,
+            auto_accept_threshold: job.threshold,
+            target_accuracy: job.target_accuracy,
+            class_names: job.class_names,
+            input_width,
+            input_height,
         })
         .await?
         .into_inner();
     Ok(job.into())
+}
+
+/// Class names from `--classes a,b,c`: split at commas, each trimmed (the server checks
+/// them: empty and repeated names are refused with their index).
+pub fn class_list(text: &str) -> Vec<String> {
+    text.split(',').map(|c| c.trim().to_string()).collect()
+}
+
+/// Class names from a `--classes-file`: one a line, trimmed, blank lines ignored; a name
+/// given twice is refused naming both lines.
+pub fn class_file(path: &Path) -> Result<Vec<String>, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ClientError::Usage(format!(
+            "cannot read the classes file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse_class_lines(&text).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// [`class_file`]'s rules on the file's text.
+fn parse_class_lines(text: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut lines = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let name = line.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if let Some(first) = lines.insert(name.to_string(), i + 1) {
+            return Err(format!(
+                "line {}: class `{name}` repeats line {first}; name each class once",
+                i + 1
+            ));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
 }
 
 /// The job's counts now.

@@ -32,9 +32,10 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
-    /// The server refused a call.
-    #[error("the server answered {}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    /// The server refused a call. Not a `source`: the status's own text would repeat the
+    /// message in the printed chain; its causes are said here instead.
+    #[error("the server answered {}: {}", code_name(.0.code()), server_said(.0))]
+    Status(tonic::Status),
     /// The inputs could not be read.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -49,6 +50,23 @@ pub enum ClientError {
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
+}
+
+/// A refusal's message, followed by its causes (a transport error's), each said once.
+fn server_said(status: &tonic::Status) -> String {
+    let message = status.message().to_string();
+    match std::error::Error::source(status) {
+        Some(cause) => {
+            crate::telemetry::join_causes([message, crate::telemetry::describe_error(cause)])
+        }
+        None => message,
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
 }
 
 /// `host:port` or a full `http://…` URL, as an endpoint URL.

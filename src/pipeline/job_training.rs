@@ -63,8 +63,11 @@ pub struct JobTrainer {
     pub threads: usize,
 }
 
+/// `(row, class)` pairs people gave.
+type Labels = Vec<(usize, u32)>;
+
 /// The job's items split by what people said: `(row, class)` that train, and the evidence.
-fn labels_of(pile: &JobPile) -> (Vec<(usize, u32)>, Vec<(usize, u32)>) {
+fn labels_of(pile: &JobPile) -> (Labels, Labels) {
     let (mut training, mut evidence) = (Vec::new(), Vec::new());
     for (row, item) in pile.items.iter().enumerate() {
         if let Some(class) = item.human_class {

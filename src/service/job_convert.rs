@@ -3,7 +3,8 @@
 
 use crate::jobs::select::Pick;
 use crate::jobs::training::{LoopState, TrainingRun, TrainingState};
-use crate::jobs::{ItemCursor, ItemStatus, Job, JobCounts, JobItem, ReviewClass};
+use crate::jobs::{ItemCursor, ItemStatus, Job, JobCounts, JobItem, NewJob, ReviewClass};
+use crate::model::ModelMeta;
 use crate::pipeline::job_training::{JobLoopError, NextItem};
 use crate::store::StoreError;
 use crate::wire as pb;
@@ -64,6 +65,159 @@ pub fn target_accuracy(value: Option<f32>, threshold: Option<f32>) -> Result<Opt
             "target_accuracy: {t} is not an accuracy; use a value in (0, 1], e.g. 0.95"
         ))),
         (value, _) => Ok(value),
+    }
+}
+
+/// A `CreateJob` request as a job, or the refusal naming the field at fault. With
+/// `class_names` the job brings its own classes (the serving model never labels it) and its
+/// own input size (default: the serving model's, else 28×28); without, it takes the serving
+/// model's (`serving`), which must exist then. Sides may not exceed `max_side`.
+pub fn new_job(
+    request: pb::CreateJobRequest,
+    serving: Option<&ModelMeta>,
+    max_side: u32,
+) -> Result<NewJob, Status> {
+    if request.name.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "name: required; give the job a name people recognise",
+        ));
+    }
+    let threshold = auto_accept_threshold(request.auto_accept_threshold)?;
+    let target = target_accuracy(request.target_accuracy, threshold)?;
+    let class_names = class_names(request.class_names)?;
+    let size = input_size(request.input_width, request.input_height, max_side)?;
+    if class_names.is_empty() {
+        let meta = serving.ok_or_else(|| {
+            Status::failed_precondition(
+                "no model is active, so the job needs its own classes: pass class_names (`aelabel jobs create --classes a,b,c`)",
+            )
+        })?;
+        return model_job(request.name, threshold, target, size, meta);
+    }
+    // A target stays stored: the job's own models judge it later.
+    let (input_width, input_height) = size.unwrap_or_else(|| match serving {
+        Some(meta) => (meta.input_width as u32, meta.input_height as u32),
+        None => {
+            let (w, h) = crate::data::DEFAULT_INPUT_SIZE;
+            (w as u32, h as u32)
+        }
+    });
+    Ok(NewJob {
+        name: request.name,
+        auto_accept_threshold: threshold,
+        target_accuracy: target,
+        input_width,
+        input_height,
+        class_names,
+        own_classes: true,
+    })
+}
+
+/// A job labelled by the serving model (`meta`): its classes and input size (a size asked
+/// for must be the model's), and a target accuracy only if the model can turn it into a
+/// threshold.
+fn model_job(
+    name: String,
+    threshold: Option<f32>,
+    target: Option<f32>,
+    size: Option<(u32, u32)>,
+    meta: &ModelMeta,
+) -> Result<NewJob, Status> {
+    let model_size = (meta.input_width as u32, meta.input_height as u32);
+    if let Some((w, h)) = size.filter(|s| *s != model_size) {
+        return Err(Status::invalid_argument(format!(
+            "input_width: {w}×{h} differs from the serving model's input size {}×{}, and a job without its own classes is labelled by that model; leave the size unset, or pass class_names",
+            model_size.0, model_size.1
+        )));
+    }
+    if let Some(t) = target {
+        if crate::jobs::threshold_for_target(meta, t).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "target_accuracy: the serving model {} was saved without out-of-fold calibration evidence, so it cannot turn a target into a threshold; retrain it with this version or give auto_accept_threshold instead",
+                meta.version
+            )));
+        }
+    }
+    Ok(NewJob {
+        name,
+        auto_accept_threshold: threshold,
+        target_accuracy: target,
+        input_width: model_size.0,
+        input_height: model_size.1,
+        class_names: meta.class_names.clone(),
+        own_classes: false,
+    })
+}
+
+/// Most classes a job may bring.
+pub const MAX_CLASSES: usize = 1000;
+
+/// A job's own class names, in class-index order: none (the job takes the serving model's), or
+/// at least two distinct one-line names.
+pub fn class_names(names: Vec<String>) -> Result<Vec<String>, Status> {
+    match names.len() {
+        0 => return Ok(names),
+        1 => {
+            return Err(Status::invalid_argument(
+                "class_names: 1 class given; a job needs at least 2 (or none, to take the serving model's)",
+            ))
+        }
+        n if n > MAX_CLASSES => {
+            return Err(Status::invalid_argument(format!(
+                "class_names: {n} classes; a job may have at most {MAX_CLASSES}"
+            )))
+        }
+        _ => {}
+    }
+    let mut seen = std::collections::HashMap::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let refuse = |rule: String| Status::invalid_argument(format!("class_names[{i}]: {rule}"));
+        if name.trim().is_empty() {
+            return Err(refuse("empty; every class needs a name".into()));
+        }
+        if name.trim() != name {
+            return Err(refuse(format!(
+                "`{name}` begins or ends with white space; remove it"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(refuse(format!(
+                "{name:?} holds a control character; a class name is one line of text"
+            )));
+        }
+        if let Some(first) = seen.insert(name.as_str(), i) {
+            return Err(refuse(format!(
+                "`{name}` repeats class_names[{first}]; name each class once"
+            )));
+        }
+    }
+    Ok(names)
+}
+
+/// A job's input size: `None` for 0 × 0 (the default), else both sides from 1 to `max_side`.
+pub fn input_size(width: u32, height: u32, max_side: u32) -> Result<Option<(u32, u32)>, Status> {
+    match (width, height) {
+        (0, 0) => Ok(None),
+        (0, other) | (other, 0) => {
+            let (zero, set) = if width == 0 {
+                ("input_width", "input_height")
+            } else {
+                ("input_height", "input_width")
+            };
+            Err(Status::invalid_argument(format!(
+                "{zero}: 0 while {set} is {other}; give both sides, or neither for the default"
+            )))
+        }
+        (w, h) => {
+            for (field, side) in [("input_width", w), ("input_height", h)] {
+                if side > max_side {
+                    return Err(Status::invalid_argument(format!(
+                        "{field}: {side} is more than the server's largest image side, {max_side} (--max-image-side)"
+                    )));
+                }
+            }
+            Ok(Some((w, h)))
+        }
     }
 }
 

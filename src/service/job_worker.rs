@@ -1,10 +1,12 @@
 //! The label-job worker: claims pending items in large batches, labels them with the model
 //! serving at that moment, and records the predictions. Several servers on one Postgres run
 //! one worker each and share the work through the store's claims; a worker that dies leaves
-//! claims that expire and are taken over.
+//! claims that expire and are taken over. A job with a model of its own is labelled by that
+//! model; other jobs by the serving model (their items wait while none is active). Items of a
+//! job that brought its own classes wait unclaimed (status `waiting`) for its first model.
 
 use crate::inference::Prediction;
-use crate::inference::{EngineError, EngineHandle, ImageBatch};
+use crate::inference::{Engine, EngineError, EngineHandle, ImageBatch};
 use crate::jobs::{ClaimedItem, LabelledItem};
 use crate::model::Model;
 use crate::store::{Store, StoreError};
@@ -103,11 +105,12 @@ impl JobWorker {
     }
 
     /// Claims, labels and records until nothing is pending.
-    async fn drain(&self, worker_id: &str) -> Result<(), WorkError> {
+    async fn drain(&mut self, worker_id: &str) -> Result<(), WorkError> {
         loop {
             if *self.stopping.borrow() {
                 return Ok(());
             }
+            let engine = self.engine.current();
             let claimed = self
                 .store
                 .claim_pending(worker_id, self.config.claim_batch, self.config.lease)
@@ -115,18 +118,25 @@ impl JobWorker {
             if claimed.is_empty() {
                 return Ok(());
             }
-            let labelled = self.label(claimed).await?;
+            let labelled = self.label(engine.as_deref(), claimed).await?;
+            if labelled.is_empty() {
+                // Nothing this worker can label now (no serving model): leave the claims to
+                // expire rather than spin on them.
+                return Ok(());
+            }
             let recorded = self.store.record_predictions(worker_id, &labelled).await?;
             tracing::debug!(recorded, "label jobs: recorded predictions");
         }
     }
 
-    /// Labels claimed items with the engine serving now, one run of equal job settings at a
-    /// time. Items of a job whose image size the model does not take are left to their claim's
-    /// expiry (a later model may take them).
-    async fn label(&self, claimed: Vec<ClaimedItem>) -> Result<Vec<LabelledItem>, WorkError> {
-        let engine = self.engine.current();
-        let version = engine.meta().version.clone();
+    /// Labels claimed items, one run of equal job settings at a time: with the job's own model
+    /// where it has one, else with `engine` (the serving model). Items no model can label now
+    /// (no serving model, or not its input size) are left to their claim's expiry.
+    async fn label(
+        &mut self,
+        engine: Option<&Engine>,
+        claimed: Vec<ClaimedItem>,
+    ) -> Result<Vec<LabelledItem>, WorkError> {
         let mut labelled = Vec::with_capacity(claimed.len());
         let runs = claimed.chunk_by(|a, b| {
             a.job_id == b.job_id
@@ -140,6 +150,10 @@ impl JobWorker {
                 labelled.extend(self.label_with_job_model(run, version).await?);
                 continue;
             }
+            let Some(engine) = engine else {
+                continue;
+            };
+            let version = engine.meta().version.clone();
             if first.image_size != engine.image_size() {
                 tracing::warn!(
                     job = %first.job_id,

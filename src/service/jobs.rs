@@ -6,7 +6,7 @@ use super::convert::{self, ImageRules};
 use super::job_convert as wire;
 use super::labeller::{lower_priority_for_image_work, reserve};
 use crate::inference::EngineHandle;
-use crate::jobs::{Added, NewImage, NewJob};
+use crate::jobs::{Added, NewImage};
 use crate::store::Store;
 use crate::wire::label_jobs_server::LabelJobs;
 use crate::wire::{self as pb};
@@ -37,8 +37,8 @@ struct LoopSettings {
 }
 
 impl LabelJobsService {
-    /// A service over `store`; new jobs take the input size and classes of the model serving
-    /// at creation; `work` wakes the worker when images arrive. `rules` gives the limits (its
+    /// A service over `store`; new jobs bring their own classes and input size, or take the
+    /// model's serving at creation; `work` wakes the worker when images arrive. `rules` gives the limits (its
     /// width and height are replaced by each job's).
     pub fn new(
         store: Store,
@@ -141,39 +141,18 @@ impl LabelJobs for LabelJobsService {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
-        if request.name.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "name: required; give the job a name people recognise",
-            ));
-        }
-        let threshold = wire::auto_accept_threshold(request.auto_accept_threshold)?;
-        let target = wire::target_accuracy(request.target_accuracy, threshold)?;
         let engine = self.engine.current();
-        let meta = engine.meta();
-        if let Some(t) = target {
-            if crate::jobs::threshold_for_target(meta, t).is_none() {
-                return Err(Status::failed_precondition(format!(
-                    "target_accuracy: the serving model {} was saved without out-of-fold calibration evidence, so it cannot turn a target into a threshold; retrain it with this version or give auto_accept_threshold instead",
-                    meta.version
-                )));
-            }
-        }
-        let spec = NewJob {
-            name: request.name,
-            auto_accept_threshold: threshold,
-            target_accuracy: target,
-            input_width: meta.input_width as u32,
-            input_height: meta.input_height as u32,
-            class_names: meta.class_names.clone(),
-            own_classes: false,
-        };
+        let spec = wire::new_job(
+            request.into_inner(),
+            engine.as_ref().map(|e| e.meta()),
+            self.rules.limits.max_side,
+        )?;
         let job = self
             .store
             .create_job(&spec)
             .await
             .map_err(|e| wire::store_status(e, "class"))?;
-        tracing::info!(job = %job.id, name = %job.spec.name, "label job created");
+        tracing::info!(job = %job.id, name = %job.spec.name, own_classes = job.spec.own_classes, "label job created");
         Ok(Response::new(wire::job(job)))
     }
 

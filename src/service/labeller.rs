@@ -143,7 +143,7 @@ impl LabelDoor {
     ) -> Result<Labelled, Status> {
         let shared = &self.0;
         observed(&shared.metrics, method, images.len(), async {
-            let engine = shared.engine.current();
+            let engine = shared.engine()?;
             let threshold = engine.meta().auto_accept_threshold;
             let slot = shared.admit(Wait::FailFast).await?;
             let parsed = shared.parse(&engine, images).await?;
@@ -153,9 +153,10 @@ impl LabelDoor {
         .await
     }
 
-    /// The model serving now (its version, classes and input size).
-    pub fn current(&self) -> Arc<Engine> {
-        self.0.engine.current()
+    /// The model serving now (its version, classes and input size), or `UNAVAILABLE` while
+    /// no model is active.
+    pub fn current(&self) -> Result<Arc<Engine>, Status> {
+        self.0.engine()
     }
 }
 
@@ -170,6 +171,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// The engine to run one call on, or `UNAVAILABLE` while no model is active.
+    fn engine(&self) -> Result<Arc<Engine>, Status> {
+        super::serving_engine(&self.engine)
+    }
+
     /// The request rules for `engine`'s model.
     fn rules(&self, engine: &Engine) -> ImageRules {
         ImageRules {
@@ -296,7 +302,7 @@ impl pb::labeller_server::Labeller for LabellerService {
         let shared = self.shared();
         let images = request.into_inner().images;
         observed(&self.metrics, "Encode", images.len(), async {
-            let engine = shared.engine.current();
+            let engine = shared.engine()?;
             let slot = shared.admit(Wait::FailFast).await?;
             let parsed = shared.parse(&engine, images).await?;
             let (ids, output) = shared.run(&engine, Task::Encode, parsed, slot)?.await?;
@@ -318,7 +324,7 @@ impl pb::labeller_server::Labeller for LabellerService {
         let include_values = request.include_values;
         let images = request.images;
         observed(&self.metrics, "Reconstruct", images.len(), async {
-            let engine = shared.engine.current();
+            let engine = shared.engine()?;
             let slot = shared.admit(Wait::FailFast).await?;
             let parsed = shared.parse(&engine, images).await?;
             let (ids, output) = shared
@@ -413,8 +419,9 @@ impl pb::labeller_server::Labeller for LabellerService {
         &self,
         _request: Request<pb::GetModelInfoRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
+        let engine = super::serving_engine(&self.engine)?;
         Ok(Response::new(convert::model_info(
-            self.engine.current().meta(),
+            engine.meta(),
             self.rules.max_batch,
         )))
     }
@@ -427,7 +434,7 @@ async fn label_pending(
     admission: Wait,
 ) -> Result<PendingLabel, Status> {
     // One model for the whole call, even if another is swapped in meanwhile.
-    let engine = shared.engine.current();
+    let engine = shared.engine()?;
     let threshold = convert::review_threshold(
         request.review_threshold,
         engine.meta().auto_accept_threshold,

@@ -33,8 +33,9 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    /// A fresh registry with every metric registered; `model_version` is exported as a label.
-    pub fn new(model_version: &str) -> Result<Self, prometheus::Error> {
+    /// A fresh registry with every metric registered; `model_version` (none while no model is
+    /// active) is exported as a label.
+    pub fn new(model_version: Option<&str>) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -86,7 +87,9 @@ impl Metrics {
             ),
             &["version"],
         )?;
-        model.with_label_values(&[model_version]).set(1);
+        if let Some(version) = model_version {
+            model.with_label_values(&[version]).set(1);
+        }
         let reloads = IntCounterVec::new(
             Opts::new(
                 "aelabel_model_reloads_total",

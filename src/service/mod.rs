@@ -6,7 +6,9 @@
 //! flips it back to `NOT_SERVING`, stops accepting, and lets in-flight calls finish within
 //! the grace period. Serving from the registry, the server also answers `LabelJobs` and runs a
 //! worker that labels the jobs' pending items (health name `aelabel.v1.LabelJobs`, `SERVING`
-//! while the database answers).
+//! while the database answers). A registry with no active model yet is a normal start: jobs
+//! are accepted, calls that need a model answer `UNAVAILABLE` ([`NO_MODEL`]), and the first
+//! activation is loaded like any later one.
 
 mod admission;
 pub mod codec;
@@ -57,9 +59,14 @@ pub const DEFAULT_GRPC_PORT: u16 = 50051;
 pub const DEFAULT_HTTP_PORT: u16 = 9090;
 
 /// The `grpc.health.v1` name of the whole server: what a probe that names no service asks.
-/// It follows the Labeller, so liveness fails only when the process stops answering at all
-/// or is shutting down.
+/// `SERVING` once start-up is done (the model, if one is active, warmed up), `NOT_SERVING`
+/// while a loaded model's engine has died and from shutdown on. It follows the Labeller
+/// except that "no model is active yet" is a healthy state: such a server accepts label jobs.
 pub const SERVER_HEALTH_NAME: &str = "";
+
+/// What calls that need a model answer (`UNAVAILABLE`, HTTP 503) while the registry has no
+/// active model.
+pub const NO_MODEL: &str = "no model is active yet: train one with `aelabel pipeline` (the first registered model becomes active) or a label job's `aelabel jobs train JOB --activate`, or activate a registered one with `aelabel models activate VERSION`";
 
 /// The `grpc.health.v1` name of the Labeller: `SERVING` while a warmed-up model answers and
 /// the engine is alive (what readiness asks).
@@ -174,8 +181,9 @@ pub enum ServeError {
 }
 
 impl ServeConfig {
-    /// Checks the settings against each other and the model input size (`image_bytes`).
-    pub fn validate(&self, image_bytes: usize) -> Result<(), ServeError> {
+    /// Checks the settings against each other and, when a model is loaded, against its input
+    /// size (`image_bytes`, pixels per image).
+    pub fn validate(&self, image_bytes: Option<usize>) -> Result<(), ServeError> {
         let engine = &self.engine;
         if engine.max_batch == 0 || engine.threads == 0 || self.max_in_flight == 0 {
             return Err(ServeError::Config(
@@ -194,6 +202,9 @@ impl ServeConfig {
                 ));
             }
         }
+        let Some(image_bytes) = image_bytes else {
+            return Ok(());
+        };
         // A full batch of reconstructions with float values is the largest answer.
         let need = engine.max_batch * (image_bytes * 5 + IMAGE_OVERHEAD_BYTES);
         if self.max_message_bytes < need {
@@ -219,8 +230,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads the model (the file, or the registry's active version), starts the engine and
-    /// binds both ports.
+    /// Loads the model (the file, or the registry's active version: none yet is fine),
+    /// starts the engine and binds both ports.
     pub async fn build(config: ServeConfig) -> Result<Self, ServeError> {
         let (model, store) = match &config.model {
             ModelSource::File(path) => {
@@ -228,21 +239,35 @@ impl Application {
                 let model = tokio::task::spawn_blocking(move || Model::load(&path))
                     .await
                     .map_err(|e| ServeError::Config(format!("model loading stopped: {e}")))??;
-                (model, None)
+                (Some(model), None)
             }
             ModelSource::Registry { database_url, .. } => {
                 let store = Store::connect(database_url).await?;
-                let record = store.active_model().await?;
-                (reload::load_record(&record).await?, Some(store))
+                let model = match store.active_model().await {
+                    Ok(record) => Some(reload::load_record(&record).await?),
+                    Err(StoreError::Empty) => {
+                        tracing::info!("no model is active yet: serving label jobs; the Labeller answers once a model is activated");
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                (model, Some(store))
             }
         };
-        config.validate(model.meta.input_width * model.meta.input_height)?;
-        let metrics = Arc::new(Metrics::new(&model.meta.version)?);
-        let engine = Arc::new(EngineHandle::new(Engine::start(
-            model,
-            &config.engine,
-            metrics.clone(),
-        )?));
+        config.validate(
+            model
+                .as_ref()
+                .map(|m| m.meta.input_width * m.meta.input_height),
+        )?;
+        let metrics = Arc::new(Metrics::new(
+            model.as_ref().map(|m| m.meta.version.as_str()),
+        )?);
+        let engine = Arc::new(match model {
+            Some(model) => {
+                EngineHandle::new(Engine::start(model, &config.engine, metrics.clone())?)
+            }
+            None => EngineHandle::empty(),
+        });
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -313,10 +338,10 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(crate::wire::inference::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let served = self.engine.current();
+        // Width and height are set per call: the answering model's, or the job's.
         let rules = ImageRules {
-            width: served.meta().input_width as u32,
-            height: served.meta().input_height as u32,
+            width: 0,
+            height: 0,
             limits: ImageLimits {
                 max_side: self.config.max_image_side,
             },
@@ -482,8 +507,16 @@ impl Application {
     }
 }
 
+/// The engine serving now, or `UNAVAILABLE` with [`NO_MODEL`] while there is none.
+pub(crate) fn serving_engine(handle: &EngineHandle) -> Result<Arc<Engine>, tonic::Status> {
+    handle
+        .current()
+        .ok_or_else(|| tonic::Status::unavailable(NO_MODEL))
+}
+
+/// Sets the Labeller's status and the whole server's with it: both follow a loaded model.
+/// (With no model yet, [`Running::warm_up`] reports the whole server alone `SERVING`.)
 async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
-    // The whole server (what probes ask by default) and the Labeller both follow the model.
     reporter
         .set_service_status(SERVER_HEALTH_NAME, status)
         .await;
@@ -504,15 +537,26 @@ pub struct Running {
 
 impl Running {
     /// Runs the model once on the engine's threads, reports `SERVING`, and from then on
-    /// follows the registry (when serving from it) and the engine's health.
+    /// follows the registry (when serving from it) and the engine's health. With no model
+    /// yet, only the whole server turns `SERVING`; the Labeller follows the first activation.
     pub async fn warm_up(&self) -> Result<(), ServeError> {
-        let engine = self.engine.current();
-        let version = engine.meta().version.clone();
-        tokio::task::spawn_blocking(move || engine.warm_up())
-            .await
-            .map_err(|e| ServeError::Config(format!("warm-up stopped: {e}")))??;
-        set_status(&self.reporter, ServingStatus::Serving).await;
-        tracing::info!(model = %version, "serving");
+        match self.engine.current() {
+            Some(engine) => {
+                let version = engine.meta().version.clone();
+                tokio::task::spawn_blocking(move || engine.warm_up())
+                    .await
+                    .map_err(|e| ServeError::Config(format!("warm-up stopped: {e}")))??;
+                set_status(&self.reporter, ServingStatus::Serving).await;
+                tracing::info!(model = %version, "serving");
+            }
+            None => {
+                self.reporter
+                    .set_service_status(SERVER_HEALTH_NAME, ServingStatus::Serving)
+                    .await;
+                // "serving", like a server with a model: start-up is done.
+                tracing::info!(model = "none yet", "serving");
+            }
+        }
         let follower = self
             .follower
             .lock()

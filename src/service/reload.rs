@@ -1,5 +1,7 @@
 //! Following the registry: when another version is activated, load it in the background,
 //! check its checksum, warm it up and swap it in; meanwhile keep health true to the engine.
+//! A server that started with no active model loads the first activation the same way, and
+//! its Labeller turns `SERVING` then.
 //!
 //! The server polls the registry's newest activation (one indexed row) instead of listening
 //! for Postgres notifications: the same code then serves SQLite and Postgres, needs no
@@ -96,7 +98,11 @@ impl Follower {
     /// Health follows the engine's worker: `NOT_SERVING` once it has died, `SERVING` again
     /// when a healthy engine has been swapped in.
     async fn check_engine(&self, seen: &mut Seen) {
-        let running = self.handle.current().is_running();
+        // No model yet: nothing to watch.
+        let Some(engine) = self.handle.current() else {
+            return;
+        };
+        let running = engine.is_running();
         // Nothing changed: running and not known down, or stopped and known down.
         if running != seen.engine_down {
             return;
@@ -113,13 +119,14 @@ impl Follower {
 
     async fn check_registry(&self, seen: &mut Seen) {
         let Some(store) = &self.store else { return };
-        let current = self.handle.current().meta().version.clone();
+        let current = self.handle.current().map(|e| e.meta().version.clone());
+        let serving = current.as_deref().unwrap_or("no model");
         let active = match store.active_version().await {
             Ok(active) => active,
             Err(e) => {
                 if !seen.database_down {
                     tracing::warn!(database = store.url(), error = %e,
-                        "the registry is unreachable: still serving {current}, retrying");
+                        "the registry is unreachable: still serving {serving}, retrying");
                     seen.database_down = true;
                 }
                 return;
@@ -128,7 +135,7 @@ impl Follower {
         if std::mem::take(&mut seen.database_down) {
             tracing::info!(database = store.url(), "the registry is reachable again");
         }
-        let Some(version) = active.filter(|v| *v != current) else {
+        let Some(version) = active.filter(|v| Some(v) != current.as_ref()) else {
             return;
         };
         let record = match store.model(&version).await {
@@ -146,19 +153,24 @@ impl Follower {
         if seen.refused.as_ref() == Some(&key) {
             return;
         }
-        tracing::info!(from = current, to = version, "loading the activated model");
+        tracing::info!(from = serving, to = version, "loading the activated model");
         match self.swap_in(&record).await {
             Ok(()) => {
                 seen.refused = None;
                 self.metrics.reload_done(true);
                 self.metrics.set_model(&version);
-                tracing::info!(from = current, to = version, "now serving");
+                tracing::info!(from = serving, to = version, "now serving");
+                // The first model: the Labeller (and the whole server with it) serves from now
+                // on. Later swaps replace a serving engine, whose health check_engine keeps.
+                if current.is_none() && !*self.stopping.borrow() {
+                    set_status(&self.reporter, ServingStatus::Serving).await;
+                }
             }
             Err(e) => {
                 seen.refused = Some(key);
                 self.metrics.reload_done(false);
                 tracing::warn!(version, reason = %e,
-                    "refused the activated model: still serving {current}");
+                    "refused the activated model: still serving {serving}");
             }
         }
     }
@@ -168,7 +180,7 @@ impl Follower {
     async fn swap_in(&self, record: &ModelRecord) -> Result<(), ServeError> {
         let model = load_record(record).await?;
         self.config
-            .validate(model.meta.input_width * model.meta.input_height)?;
+            .validate(Some(model.meta.input_width * model.meta.input_height))?;
         let engine_config = self.config.engine.clone();
         let observer = self.metrics.clone();
         let engine = tokio::task::spawn_blocking(move || {

@@ -91,8 +91,28 @@ pub async fn register_test_model(url: &str) -> String {
 
 /// Server settings for tests: loopback port 0, metrics on, small limits.
 pub fn config() -> ServeConfig {
+    settings(ModelSource::File(model_path().to_path_buf()))
+}
+
+/// [`config`]'s settings following the registry at `url` (polled every `poll`, the job worker
+/// too), without training the test model: for servers that start with no model.
+pub fn registry_config(url: &str, poll: Duration) -> ServeConfig {
     ServeConfig {
-        model: ModelSource::File(model_path().to_path_buf()),
+        jobs: JobWorkerConfig {
+            poll,
+            ..JobWorkerConfig::default()
+        },
+        ..settings(ModelSource::Registry {
+            database_url: url.to_string(),
+            poll,
+        })
+    }
+}
+
+/// The test settings around `model`.
+fn settings(model: ModelSource) -> ServeConfig {
+    ServeConfig {
+        model,
         addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         engine: EngineConfig {

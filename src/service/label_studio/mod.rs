@@ -233,9 +233,10 @@ async fn label_images(
         .map_err(|s| label_error(s, names))
 }
 
-/// `GET /health`: `{"status": "UP"}`, the model answering and each project's last training.
+/// `GET /health`: `{"status": "UP"}`, the model answering (`model_version` null and no
+/// classes while no model is active) and each project's last training.
 async fn health(State(state): State<Arc<LabelStudio>>) -> Json<serde_json::Value> {
-    let engine = state.door.current();
+    let engine = state.door.current().ok();
     let trainings = state
         .trainings
         .lock()
@@ -244,8 +245,8 @@ async fn health(State(state): State<Arc<LabelStudio>>) -> Json<serde_json::Value
     Json(serde_json::json!({
         "status": "UP",
         "model_class": "aelabel",
-        "model_version": engine.meta().version,
-        "classes": engine.meta().class_names,
+        "model_version": engine.as_ref().map(|e| e.meta().version.clone()),
+        "classes": engine.as_ref().map_or_else(Vec::new, |e| e.meta().class_names.clone()),
         "trainings": trainings,
     }))
 }
@@ -266,7 +267,7 @@ async fn setup(
             ApiError::unprocessable("schema: missing; send the project's label config as `schema`")
         })?;
     let config = LabelConfig::parse(xml).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    let engine = state.door.current();
+    let engine = state.door.current().map_err(|s| label_error(s, &[]))?;
     config
         .results_for(&engine.meta().class_names)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -291,7 +292,7 @@ async fn predict(
     let request: PredictRequest = wire::parse_body(&body(raw)?, "/predict")?;
     let project = wire::project_id(request.project.as_ref());
     let config = state.label_config(request.label_config.as_deref(), project.as_deref())?;
-    let engine = state.door.current();
+    let engine = state.door.current().map_err(|s| label_error(s, &[]))?;
     config
         .results_for(&engine.meta().class_names)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;

@@ -183,7 +183,10 @@ impl LabelStudio {
         {
             Some(id) => id,
             None => {
-                let engine = self.door.current();
+                let engine = self
+                    .door
+                    .current()
+                    .map_err(|s| super::label_error(s, &[]))?;
                 let meta = engine.meta();
                 let spec = NewJob {
                     name,
@@ -221,7 +224,10 @@ async fn annotate(
         .map(|id| format!("annotation-{id}"))
         .ok_or_else(|| ApiError::unprocessable("annotation.id: missing; it names the review"))?;
     let config = state.label_config(request.label_config(), Some(project))?;
-    let engine = state.door.current();
+    let engine = state
+        .door
+        .current()
+        .map_err(|s| super::label_error(s, &[]))?;
     let Some(class) = review_class(annotation, &config, &engine.meta().class_names)? else {
         return Ok((
             StatusCode::OK,

@@ -84,18 +84,34 @@ impl OpenInference {
         }
     }
 
-    /// Whether model `name` at `version` (empty: the served one) is ready.
+    /// False while no model is active (the registry has none yet).
+    pub fn has_model(&self) -> bool {
+        self.engine.current().is_some()
+    }
+
+    /// Whether model `name` at `version` (empty: the served one) is ready: false while no
+    /// model is active (its name is still checked).
     pub async fn model_ready(&self, name: &str, version: &str) -> Result<bool, OipError> {
+        if self.engine.current().is_none() {
+            ModelKind::find(name)?;
+            return Ok(false);
+        }
         self.metadata(name, version)?;
         Ok(self.ready().await)
     }
 
-    /// Model `name`'s metadata, for `version` (empty: the served one).
+    /// Model `name`'s metadata, for `version` (empty: the served one); `Unavailable` while no
+    /// model is active.
     pub fn metadata(&self, name: &str, version: &str) -> Result<ModelMetadata, OipError> {
         let kind = ModelKind::find(name)?;
-        let engine = self.engine.current();
+        let engine = self.engine()?;
         check_version(kind, version, &engine.meta().version)?;
         Ok(ModelMetadata::new(kind, engine.meta()))
+    }
+
+    /// The engine serving now, or `Unavailable` saying no model is active yet.
+    fn engine(&self) -> Result<Arc<Engine>, OipError> {
+        super::serving_engine(&self.engine).map_err(from_status)
     }
 
     /// Takes one of the server's in-flight slots, or refuses (`RESOURCE_EXHAUSTED`) when
@@ -141,7 +157,7 @@ impl OpenInference {
 
     async fn run(&self, request: InferRequest, _slot: Admitted) -> Result<InferAnswer, OipError> {
         // One model for the whole call, even if another is swapped in meanwhile.
-        let engine = self.engine.current();
+        let engine = self.engine()?;
         let id = request.id.clone();
         let max_batch = self.max_batch;
         let input_elements = request.inputs.iter().map(|i| elements(&i.data)).sum();

@@ -99,6 +99,8 @@ async fn server_metadata() -> Response {
 async fn server_ready(State(rest): State<Rest>) -> Response {
     if rest.oip.ready().await {
         StatusCode::OK.into_response()
+    } else if !rest.oip.has_model() {
+        error_response(&OipError::Unavailable(crate::service::NO_MODEL.into()))
     } else {
         error_response(&OipError::Unavailable(
             "the server is not ready: the model is loading, or the server is shutting down".into(),
@@ -113,6 +115,10 @@ async fn model_ready(
     let (name, version) = model_path(&params);
     match rest.oip.model_ready(name, version).await {
         Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) if !rest.oip.has_model() => error_response(&OipError::Unavailable(format!(
+            "model {name} is not ready: {}",
+            crate::service::NO_MODEL
+        ))),
         Ok(false) => error_response(&OipError::Unavailable(format!("model {name} is not ready"))),
         Err(e) => error_response(&e),
     }

@@ -111,9 +111,22 @@ def run_strategy(cli, strategy, truth, inputs, args, work, cap):
                 w.writerow([row["id"], truth[row["id"]]])
                 labelled.add(row["id"])
         cli.run("review", job, "--csv", answers)
+        # The loop's models become the served one, and from its second round on a client
+        # calls Label on the same server while the round trains (its p99 is recorded).
+        serve = strategy == "loop"
+        load = None
+        if serve and rounds:
+            load = subprocess.Popen(
+                [cli.binary, "--quiet", "bench", "--server", cli.server, "--rpc", "label",
+                 "--batch", "1", "--concurrency", "1", "--duration", str(args.load_seconds),
+                 "--json"], stdout=subprocess.PIPE, text=True)
         t = time.time()
-        result = json.loads(cli.run("train", job, "--json"))
+        result = json.loads(cli.run("train", job, "--json", *(["--activate"] if serve else [])))
         train_seconds = time.time() - t
+        label_load = None
+        if load:
+            load_out, _ = load.communicate()
+            label_load = json.loads(load_out)
         export = os.path.join(work, f"{strategy}-export.csv")
         cli.run("export", job, "--out", export)
         s = score(export, truth, labelled)
@@ -128,6 +141,7 @@ def run_strategy(cli, strategy, truth, inputs, args, work, cap):
             "train_seconds": train_seconds,
             "server_round_seconds": (result.get("result") or {}).get("seconds"),
             "next_seconds": next_seconds,
+            "label_during_training": label_load,
         }
         rounds.append(row)
         acc = row["auto_accepted_accuracy"]
@@ -158,6 +172,8 @@ def main():
     p.add_argument("--target", type=float, default=0.95)
     p.add_argument("--out", default="target/labelling-loop")
     p.add_argument("--parts", default="train,t10k")
+    p.add_argument("--load-seconds", type=float, default=15.0,
+                   help="how long Label is called while each loop round trains")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     cli = Cli(args.aelabel, args.server)
@@ -206,18 +222,27 @@ def cpu_name():
     return "unknown"
 
 
+def p99(load):
+    if not load:
+        return "–"
+    errors = sum(load["errors"].values())
+    return f"{load['latency']['p99_ms']:.1f} ms ({load['requests']} calls, {errors} errors)"
+
+
 def markdown(report):
     pct = lambda x: "–" if x is None else f"{100 * x:.2f} %"
     out = [f"# Labelling loop ({report['items']:,} images, target {pct(report['target'])}, "
            f"{report['cpu']})", ""]
     for s, res in report["strategies"].items():
         out += [f"## {s}", "", "| round | human labels | pool accuracy | auto-accepted | "
-                "their accuracy | estimated | train s |", "|---|---|---|---|---|---|---|"]
+                "their accuracy | estimated | train s | Label p99 during it |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in res["rounds"]:
             out.append(f"| {r['round']} | {r['human_labels']:,} | {pct(r['pool_accuracy'])} | "
                        f"{100 * r['auto_accepted_share']:.1f} % | "
                        f"{pct(r['auto_accepted_accuracy'])} | "
-                       f"{pct(r['estimated_accepted_accuracy'])} | {r['train_seconds']:.1f} |")
+                       f"{pct(r['estimated_accepted_accuracy'])} | {r['train_seconds']:.1f} | "
+                       f"{p99(r.get('label_during_training'))} |")
         out.append("")
     for s, v in report["summary"].items():
         out.append(f"- {s}: {v['labels_to_target'] or 'not reached'} human labels to the target")

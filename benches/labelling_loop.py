@@ -93,7 +93,7 @@ def run_strategy(cli, strategy, truth, inputs, args, work, cap):
     cli.run("add", job, *inputs)
     add_seconds = time.time() - t
     rounds, labelled = [], set()
-    sizes = [int(s) for s in args.rounds.split(",")]
+    sizes = [int(s) for s in (args.random_rounds if strategy == "random" else args.rounds).split(",")]
     while True:
         n = sizes[min(len(rounds), len(sizes) - 1)]
         n = min(n, cap - len(labelled)) if cap else n
@@ -169,6 +169,8 @@ def main():
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--strategies", default="loop,uncertain,random")
     p.add_argument("--rounds", default="1000")
+    p.add_argument("--random-rounds", default="2000",
+                   help="round sizes of the random strategy (it needs about twice as many labels)")
     p.add_argument("--target", type=float, default=0.95)
     p.add_argument("--out", default="target/labelling-loop")
     p.add_argument("--parts", default="train,t10k")

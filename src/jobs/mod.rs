@@ -7,7 +7,7 @@ pub mod training;
 
 use crate::inference::Prediction;
 use crate::model::ModelMeta;
-use crate::train::metrics::{choose_threshold, ACCEPT_NOTHING};
+use crate::train::metrics::{choose_threshold_at, ACCEPT_NOTHING, BOUND_Z};
 use sha2::{Digest, Sha256};
 
 /// Where an item of a job stands.
@@ -117,10 +117,14 @@ pub fn threshold_for_target(meta: &ModelMeta, target: f32) -> Option<f32> {
         .calibration
         .as_ref()
         .filter(|o| !o.confidence.is_empty())?;
-    Some(choose_threshold(
+    // A model judged with a stricter bound than the pipeline's (a label job's, on its random
+    // evidence slice) records it; the threshold for another target uses the same bound.
+    let z = meta.training["bound_z"].as_f64().unwrap_or(BOUND_Z);
+    Some(choose_threshold_at(
         &oof.confidence,
         &oof.correct,
         f64::from(target),
+        z,
     ))
 }
 
@@ -358,6 +362,32 @@ mod tests {
         assert_eq!(ReviewClass::Name("cow".into()).resolve(&names), None);
         assert_eq!(ReviewClass::Index(0).resolve(&names), Some(0));
         assert_eq!(ReviewClass::Index(2).resolve(&names), None);
+    }
+
+    #[test]
+    fn a_target_becomes_a_threshold_under_the_bound_the_model_was_judged_with() {
+        // 98 of 100 evidence items right at one confidence: the Wilson bound clears 95 % at
+        // z = 1 (0.9605) but not at a label job's z = 1.645 (0.9384).
+        let meta = |training| ModelMeta {
+            version: "v".into(),
+            widths: vec![4, 2],
+            decoder: crate::model::Decoder::Separate,
+            input_width: 2,
+            input_height: 2,
+            class_names: vec!["a".into(), "b".into()],
+            auto_accept_threshold: 0.5,
+            training,
+            calibration: Some(crate::model::OutOfFold {
+                confidence: vec![0.9; 100],
+                correct: (0..100).map(|i| i >= 2).collect(),
+            }),
+        };
+        let pipeline = meta(serde_json::json!({}));
+        assert_eq!(threshold_for_target(&pipeline, 0.95), Some(0.9));
+        let job = meta(serde_json::json!({"bound_z": 1.645}));
+        assert_eq!(threshold_for_target(&job, 0.95), Some(ACCEPT_NOTHING));
+        assert_eq!(accept_threshold(None, Some(0.95), &job), ACCEPT_NOTHING);
+        assert_eq!(accept_threshold(Some(0.7), Some(0.95), &job), 0.7);
     }
 
     #[test]

@@ -286,6 +286,7 @@ pub fn train_round(
                 "evidence_labels": data.evidence.len(),
                 "seed": settings.seed,
                 "target_accuracy": settings.target_accuracy,
+                "bound_z": JOB_BOUND_Z,
                 "warm_start": warm.is_some(),
                 "evidence_accuracy": accepted.overall_accuracy,
                 "auto_label_evidence_coverage": accepted.share,

@@ -275,3 +275,69 @@ async fn a_job_starts_from_nothing_and_ends_labelled() {
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_queue_a_training_run_every_n() {
+    let db = TestDb::sqlite();
+    let work = tempfile::tempdir().unwrap();
+    let pile_dir = work.path().join("pile");
+    std::fs::create_dir_all(&pile_dir).unwrap();
+    let truth = write_pile(&pile_dir);
+    let server = TestServer::start(
+        ServeConfig {
+            training: Some(TrainingWorkerConfig {
+                dir: work.path().join("jobs"),
+                threads: 2,
+                lease: Duration::from_secs(60),
+                poll: Duration::from_millis(100),
+                background: false,
+            }),
+            retrain_every: Some(12),
+            ..registry_config(&db.url, Duration::from_millis(200))
+        },
+        true,
+    )
+    .await;
+    let url = server.url();
+    let path = |name: &str| work.path().join(name).display().to_string();
+    let created = jobs(
+        &url,
+        "create",
+        &["--name", "auto", "--classes", "trouser,sneaker,bag"],
+    )
+    .await;
+    let job = created.lines().last().unwrap().to_string();
+    jobs(&url, "add", &[&job, &pile_dir.display().to_string()]).await;
+    jobs(
+        &url,
+        "next",
+        &[&job, "--n", "20", "--out", &path("next.csv")],
+    )
+    .await;
+    let picks = rows(Path::new(&path("next.csv")));
+    // 11 reviews queue nothing; the 12th queues a round by itself.
+    answer(&picks[..11], &truth, Path::new(&path("a.csv")));
+    jobs(&url, "review", &[&job, "--csv", &path("a.csv")]).await;
+    let status_now = status(&jobs(&url, "status", &[&job, "--json"]).await);
+    assert_eq!(
+        status_now["training"],
+        serde_json::Value::Null,
+        "{status_now}"
+    );
+    answer(&picks[11..12], &truth, Path::new(&path("b.csv")));
+    jobs(&url, "review", &[&job, "--csv", &path("b.csv")]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(&jobs(&url, "status", &[&job, "--json"]).await);
+        if s["model_version"].is_string() {
+            assert_eq!(s["human_labels"], 12);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no round trained by itself: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+}

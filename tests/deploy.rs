@@ -295,7 +295,11 @@ fn overlays_differ_as_their_readme_says() {
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
     assert!(find(&cluster, "PodDisruptionBudget", "aelabel").is_some());
     assert_eq!(access(&cluster), serde_json::json!(["ReadWriteMany"]));
-    for (kind, name) in [("Deployment", "aelabel"), ("Job", "aelabel-train")] {
+    for (kind, name) in [
+        ("Deployment", "aelabel"),
+        ("Job", "aelabel-train"),
+        ("Job", "aelabel-worker"),
+    ] {
         let secret = database_url(&cluster, kind, name);
         assert_eq!(secret["name"], "aelabel-database", "{kind} {name}");
         assert_eq!(secret["optional"], false, "{kind} {name}");
@@ -326,6 +330,13 @@ fn overlays_differ_as_their_readme_says() {
                 .clone()
         };
         assert_eq!(claim("Job", "aelabel-train"), "aelabel-home");
+        // The training worker writes job models where every replica reads them.
+        assert_eq!(claim("Job", "aelabel-worker"), "aelabel-home");
+        let worker = get(objects, "Job", "aelabel-worker");
+        assert_eq!(
+            worker["spec"]["template"]["spec"]["containers"][0]["args"],
+            serde_json::json!(["worker", "--once"])
+        );
         assert_eq!(claim("Deployment", "aelabel"), "aelabel-home");
     }
 }

@@ -159,6 +159,10 @@ pub struct ServeArgs {
     /// Do not execute label jobs' training runs here (leave them to `aelabel worker`).
     #[arg(long, env = "AELABEL_NO_TRAINING")]
     pub no_training: bool,
+    /// Queue a label job's training run by itself once this many reviews came in (through
+    /// SubmitReview) since its last round.
+    #[arg(long, env = "AELABEL_RETRAIN_EVERY", value_parser = parse_positive)]
+    pub retrain_every: Option<usize>,
 }
 
 /// Flags of `aelabel label`.
@@ -465,6 +469,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         label_studio: args.label_studio.config(args.threads)?,
         training: (!args.no_training).then(|| args.training.config(true)),
+        retrain_every: args.retrain_every.map(|n| n as u64),
     };
     runtime()?.block_on(async move {
         let stop = shutdown_signal();

@@ -66,6 +66,7 @@ pub async fn next(
             job_id: job_id.to_string(),
             count: n,
             pick: wire_pick as i32,
+            include_images: false,
         })
         .await?
         .into_inner();

@@ -8,7 +8,9 @@
 use super::jobs::connect_jobs;
 use super::ClientError;
 use crate::wire as pb;
+use pb::label_jobs_client::LabelJobsClient;
 use std::io::{BufRead, IsTerminal, Read, Write};
+use tonic::transport::Channel;
 
 /// What `aelabel jobs review` without `--csv` works on.
 #[derive(Clone, Debug)]
@@ -171,19 +173,16 @@ pub async fn review_terminal(job: &TerminalReview) -> Result<usize, ClientError>
         .map(|(i, c)| format!("{i} {c}"))
         .collect();
     write(&mut out, &format!("classes: {}\n", legend.join(" · ")))?;
-    let (mut cursor, mut reviewed) = (String::new(), 0usize);
+    // A job on the labelling loop (its own autoencoder or model) is reviewed in the order
+    // `jobs next` gives; any other job least confident first.
+    let mut queue = if status.pretrained || !status.model_version.is_empty() {
+        Queue::Loop(std::collections::VecDeque::new())
+    } else {
+        Queue::LeastConfident(String::new())
+    };
+    let mut reviewed = 0usize;
     while job.limit.is_none_or(|n| reviewed < n) {
-        let page = client
-            .list_items(pb::ListItemsRequest {
-                job_id: job.job_id.clone(),
-                status: pb::ItemStatus::NeedsReview as i32,
-                page_size: 1,
-                cursor: cursor.clone(),
-                include_images: true,
-            })
-            .await?
-            .into_inner();
-        let Some(item) = page.items.into_iter().next() else {
+        let Some(item) = queue.next(&mut client, &job.job_id).await? else {
             write(&mut out, "nothing left to review\n")?;
             break;
         };
@@ -221,11 +220,10 @@ pub async fn review_terminal(job: &TerminalReview) -> Result<usize, ClientError>
         match answer {
             Answer::Quit => break,
             Answer::Skip => {
-                if page.next_cursor.is_empty() {
+                if queue.exhausted() {
                     write(&mut out, "\nno more items after this one\n")?;
                     break;
                 }
-                cursor = page.next_cursor;
             }
             Answer::Class(class) => {
                 let saved = client
@@ -247,6 +245,80 @@ pub async fn review_terminal(job: &TerminalReview) -> Result<usize, ClientError>
     write(&mut out, &format!("\nreviewed {reviewed} items\n"))?;
     Ok(reviewed)
 }
+
+/// Where the next item to show comes from.
+enum Queue {
+    /// `NextItems` in the loop's order, a batch at a time.
+    Loop(std::collections::VecDeque<pb::Item>),
+    /// `ListItems` of items needing review, least confident first, after this cursor (empty
+    /// at the start; `None` once the last page was read).
+    LeastConfident(String),
+}
+
+/// Items `NextItems` hands the terminal at once.
+const LOOP_BATCH: u32 = 50;
+
+impl Queue {
+    /// The next item to show, with its image and probabilities.
+    async fn next(
+        &mut self,
+        client: &mut LabelJobsClient<Channel>,
+        job_id: &str,
+    ) -> Result<Option<pb::Item>, ClientError> {
+        match self {
+            Queue::Loop(batch) => {
+                if batch.is_empty() {
+                    let answer = client
+                        .next_items(pb::NextItemsRequest {
+                            job_id: job_id.to_string(),
+                            count: LOOP_BATCH,
+                            pick: pb::Pick::Loop as i32,
+                            include_images: true,
+                        })
+                        .await;
+                    match answer {
+                        Ok(a) => {
+                            batch.extend(a.into_inner().items.into_iter().filter_map(|i| i.item))
+                        }
+                        // Every item reviewed.
+                        Err(s) if s.code() == tonic::Code::FailedPrecondition => return Ok(None),
+                        Err(s) => return Err(s.into()),
+                    }
+                }
+                Ok(batch.pop_front())
+            }
+            Queue::LeastConfident(cursor) => {
+                if cursor == END {
+                    return Ok(None);
+                }
+                let page = client
+                    .list_items(pb::ListItemsRequest {
+                        job_id: job_id.to_string(),
+                        status: pb::ItemStatus::NeedsReview as i32,
+                        page_size: 1,
+                        cursor: cursor.clone(),
+                        include_images: true,
+                    })
+                    .await?
+                    .into_inner();
+                *cursor = if page.next_cursor.is_empty() {
+                    END.to_string()
+                } else {
+                    page.next_cursor
+                };
+                Ok(page.items.into_iter().next())
+            }
+        }
+    }
+
+    /// Whether nothing follows the item shown last (a skip then ends the review).
+    fn exhausted(&self) -> bool {
+        matches!(self, Queue::LeastConfident(c) if c == END)
+    }
+}
+
+/// The cursor value that marks the last page as read.
+const END: &str = "\u{0}end";
 
 #[cfg(test)]
 mod tests {

@@ -406,6 +406,7 @@ pub fn next_item(item: NextItem, class_names: &[String]) -> pb::NextItem {
         predicted_class: item.predicted.map(|(c, _)| c),
         predicted_name: class_name(item.predicted.map(|(c, _)| c), class_names),
         confidence: item.predicted.map_or(0.0, |(_, p)| p),
+        item: None,
     }
 }
 

@@ -11,6 +11,9 @@ use tonic::{Request, Response, Status};
 /// Most items one `NextItems` call returns.
 pub const MAX_NEXT_ITEMS: u32 = 10_000;
 
+/// Most items one `NextItems` call returns with their images.
+pub const MAX_NEXT_WITH_IMAGES: u32 = 1_000;
+
 impl LabelJobsService {
     /// `NextItems`: the items people should label next, in order.
     pub(super) async fn next(
@@ -26,6 +29,12 @@ impl LabelJobsService {
             )));
         }
         let pick = wire::pick(request.pick)?;
+        if request.include_images && request.count > MAX_NEXT_WITH_IMAGES {
+            return Err(Status::invalid_argument(format!(
+                "count: {} items with images is more than {MAX_NEXT_WITH_IMAGES}; ask for fewer",
+                request.count
+            )));
+        }
         let spec = self
             .store()
             .job_spec(&job_id)
@@ -48,10 +57,33 @@ impl LabelJobsService {
         .map_err(|_| Status::internal("item selection stopped unexpectedly"))?
         .map_err(wire::loop_status)?;
         tracing::info!(job = %job_id, picked = items.len(), pick = pick.as_str(), "next items chosen");
+        let mut shown = if request.include_images {
+            let ids: Vec<String> = items.iter().map(|i| i.client_id.clone()).collect();
+            self.store()
+                .items_with_images(&job_id, &ids)
+                .await
+                .map_err(|e| wire::store_status(e, "class"))?
+        } else {
+            Default::default()
+        };
+        let (width, height) = (spec.input_width, spec.input_height);
         Ok(Response::new(pb::NextItemsResponse {
             items: items
                 .into_iter()
-                .map(|item| wire::next_item(item, &spec.class_names))
+                .map(|item| {
+                    let full = shown.remove(&item.client_id).map(|(item, pixels)| {
+                        let mut wire_item = wire::item(item, &spec.class_names);
+                        wire_item.image = Some(pb::RawImage {
+                            width,
+                            height,
+                            pixels: pixels.into(),
+                        });
+                        wire_item
+                    });
+                    let mut next = wire::next_item(item, &spec.class_names);
+                    next.item = full;
+                    next
+                })
                 .collect(),
             model_version: version.unwrap_or_default(),
         }))
@@ -80,6 +112,37 @@ impl LabelJobsService {
             self.wake_trainer();
         }
         Ok(Response::new(wire::training_run(run)))
+    }
+
+    /// The automatic trigger (`--retrain-every N`): after a review, queues a run for the job
+    /// when N reviews came in since its last round and none is open. Best effort: a job that
+    /// cannot train yet (too few classes labelled) simply waits for more reviews.
+    pub(super) async fn maybe_retrain(&self, job_id: &str) {
+        let Some(every) = self.retrain_every() else {
+            return;
+        };
+        let store = self.store();
+        let due = async {
+            let state = store.loop_state(job_id).await.ok()?;
+            let reviewed = store.job(job_id).await.ok()?.counts.reviewed;
+            let trained_on = state.last_round.map_or(0, |r| r.human_labels);
+            (state.open_run.is_none() && reviewed >= trained_on + every).then_some(())
+        };
+        if due.await.is_none() {
+            return;
+        }
+        let request = Request::new(pb::TrainJobRequest {
+            job_id: job_id.to_string(),
+            activate: false,
+        });
+        match self.train(request).await {
+            Ok(run) => {
+                tracing::info!(job = %job_id, run = %run.get_ref().id, every, "training run queued by --retrain-every")
+            }
+            Err(status) => {
+                tracing::debug!(job = %job_id, reason = %status.message(), "--retrain-every: not yet")
+            }
+        }
     }
 
     /// `GetTrainingRun`.

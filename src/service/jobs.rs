@@ -34,6 +34,7 @@ struct LoopSettings {
     wake: Arc<Notify>,
     selection: Arc<Semaphore>,
     threads: usize,
+    retrain_every: Option<u64>,
 }
 
 impl LabelJobsService {
@@ -60,15 +61,27 @@ impl LabelJobsService {
                 wake: Arc::new(Notify::new()),
                 selection: Arc::new(Semaphore::new(1)),
                 threads: 1,
+                retrain_every: None,
             },
         }
     }
 
-    /// Wakes `wake` when a training run is queued, and chooses items with `threads`.
-    pub fn with_training(mut self, wake: Arc<Notify>, threads: usize) -> Self {
+    /// Wakes `wake` when a training run is queued, chooses items with `threads`, and queues a
+    /// run by itself once `retrain_every` reviews came in since a job's last round.
+    pub fn with_training(
+        mut self,
+        wake: Arc<Notify>,
+        threads: usize,
+        retrain_every: Option<u64>,
+    ) -> Self {
         self.training.wake = wake;
         self.training.threads = threads.max(1);
+        self.training.retrain_every = retrain_every;
         self
+    }
+
+    pub(super) fn retrain_every(&self) -> Option<u64> {
+        self.training.retrain_every
     }
 
     pub(super) fn store(&self) -> &Store {
@@ -272,6 +285,7 @@ impl LabelJobs for LabelJobsService {
             .submit_review(job_id, item_id, &class)
             .await
             .map_err(|e| wire::store_status(e, field))?;
+        self.maybe_retrain(job_id).await;
         Ok(Response::new(wire::item(item, &spec.class_names)))
     }
 

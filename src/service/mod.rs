@@ -134,6 +134,9 @@ pub struct ServeConfig {
     /// Execute label jobs' training runs in this server (registry only); `None`: leave them
     /// to `aelabel worker`.
     pub training: Option<training_worker::TrainingWorkerConfig>,
+    /// Queue a label job's training run by itself once this many reviews came in since its
+    /// last round (`--retrain-every`).
+    pub retrain_every: Option<u64>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -376,7 +379,11 @@ impl Application {
         let jobs_service = self.store.clone().map(|store| {
             Arc::new(
                 LabelJobsService::new(store, self.engine.clone(), rules, work.clone())
-                    .with_training(training_wake.clone(), selection_threads),
+                    .with_training(
+                        training_wake.clone(),
+                        selection_threads,
+                        self.config.retrain_every,
+                    ),
             )
         });
         let label_jobs = jobs_service.clone().map(|service| {

@@ -46,6 +46,36 @@ impl Store {
             .collect()
     }
 
+    /// The job's items named by `client_ids` with their stored pixels (ids the job does not
+    /// hold are left out), for a page of items at most.
+    pub async fn items_with_images(
+        &self,
+        job_id: &str,
+        client_ids: &[String],
+    ) -> Result<HashMap<String, (crate::jobs::JobItem, Vec<u8>)>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in client_ids.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT i.seq, i.client_id, i.status, i.predicted_class, i.confidence, \
+                 i.probabilities, i.model_version, i.human_class, p.pixels FROM items i \
+                 JOIN job_images p ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
+                 WHERE i.job_id = $1 AND i.client_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(job_id);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let item = super::jobs::item(&row, job_id)?;
+                found.insert(item.client_id.clone(), (item, row.try_get("pixels")?));
+            }
+        }
+        Ok(found)
+    }
+
     /// Every reviewed item of the job with its image and human class, in the order the
     /// images were added: what a retrain learns from.
     pub async fn reviewed_images(&self, job_id: &str) -> Result<Vec<ReviewedImage>, StoreError> {

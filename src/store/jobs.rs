@@ -614,7 +614,7 @@ fn class(row: &AnyRow, column: &'static str, job_id: &str) -> Result<Option<u32>
         .transpose()
 }
 
-fn item(row: &AnyRow, job_id: &str) -> Result<JobItem, StoreError> {
+pub(super) fn item(row: &AnyRow, job_id: &str) -> Result<JobItem, StoreError> {
     let probabilities = row
         .try_get::<Option<Vec<u8>>, _>("probabilities")?
         .unwrap_or_default()

@@ -128,6 +128,7 @@ fn settings(model: ModelSource) -> ServeConfig {
         jobs: JobWorkerConfig::default(),
         label_studio: None,
         training: None,
+        retrain_every: None,
     }
 }
 

@@ -167,15 +167,39 @@ async fn train(
         }
         bar.set_position((run.progress.clamp(0.0, 1.0) * 1000.0) as u64);
         tokio::time::sleep(POLL).await;
-        run = client
-            .get_training_run(pb::GetTrainingRunRequest {
-                run_id: run.id.clone(),
-            })
-            .await?
-            .into_inner();
+        run = poll_run(&mut client, &run.id).await?;
     }
     bar.finish_and_clear();
     Ok(run)
+}
+
+/// How long `jobs train` keeps asking while the server answers UNAVAILABLE (the database
+/// busy or restarting): the run goes on without the client.
+const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The run as the server sees it now, asking again while the server is briefly unavailable.
+async fn poll_run(
+    client: &mut pb::label_jobs_client::LabelJobsClient<tonic::transport::Channel>,
+    run_id: &str,
+) -> Result<pb::TrainingRun, ClientError> {
+    let since = std::time::Instant::now();
+    loop {
+        let answer = client
+            .get_training_run(pb::GetTrainingRunRequest {
+                run_id: run_id.to_string(),
+            })
+            .await;
+        match answer {
+            Ok(run) => return Ok(run.into_inner()),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && since.elapsed() < UNAVAILABLE_PATIENCE =>
+            {
+                tokio::time::sleep(POLL).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
 }
 
 /// The finished rounds of a job, oldest first.

@@ -61,8 +61,13 @@ pub struct Relabel<'a> {
     pub report: &'a RoundReport,
 }
 
-/// Predictions per multi-row `UPDATE` (6 parameters each).
+/// Predictions per multi-row `UPDATE` (5 parameters each).
 const RELABEL_CHUNK: usize = 512;
+
+/// Predictions per relabelling transaction: a 70,000-item job in one transaction held
+/// SQLite's one connection long enough for other calls to time out waiting (3 s) while the
+/// machine was busy.
+const RELABEL_TRANSACTION: usize = 4096;
 
 impl Store {
     /// Every item of the job in order, with people's labels and the current predictions,
@@ -171,15 +176,36 @@ impl Store {
         Ok(())
     }
 
-    /// Finishes a round in one transaction, if `relabel.worker_id` still holds its run: the
-    /// job takes the new model and autoencoder, every item takes its new prediction (status
-    /// by the threshold; reviewed items stay reviewed), and items that waited for a model
-    /// become pending. Returns false (and changes nothing) when the run was taken over.
+    /// Finishes a round, if `relabel.worker_id` still holds its run: every item takes its new
+    /// prediction (status by the threshold; reviewed items stay reviewed), a few thousand
+    /// items a transaction so that other calls are not held back (on SQLite one connection
+    /// serves them all); then one transaction finishes the run, gives the job its new model
+    /// and autoencoder, and makes items that waited for a model pending (added while the
+    /// round trained: the label worker labels them with the job's model). Returns false (and
+    /// leaves the job's model as it was) when the run was taken over; the worker that took
+    /// it relabels the pile again.
     pub async fn finish_round(
         &self,
         job_id: &str,
         relabel: &Relabel<'_>,
     ) -> Result<bool, StoreError> {
+        if let Some(version) = relabel.model_version {
+            for batch in relabel.predictions.chunks(RELABEL_TRANSACTION) {
+                let mut tx = self.begin_write().await?;
+                for chunk in batch.chunks(RELABEL_CHUNK) {
+                    relabel_chunk(
+                        &mut tx,
+                        self.backend,
+                        job_id,
+                        version,
+                        relabel.threshold,
+                        chunk,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        }
         let mut tx = self.begin_write().await?;
         let lock = match self.backend {
             Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
@@ -203,18 +229,7 @@ impl Store {
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
-        if let Some(version) = relabel.model_version {
-            for chunk in relabel.predictions.chunks(RELABEL_CHUNK) {
-                relabel_chunk(
-                    &mut tx,
-                    self.backend,
-                    job_id,
-                    version,
-                    relabel.threshold,
-                    chunk,
-                )
-                .await?;
-            }
+        if relabel.model_version.is_some() {
             sqlx::query("UPDATE items SET status = $1 WHERE job_id = $2 AND status = $3")
                 .bind(ItemStatus::Pending.as_str())
                 .bind(job_id)

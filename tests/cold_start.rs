@@ -113,6 +113,25 @@ fn answer(picks: &[HashMap<String, String>], truth: &HashMap<String, String>, ou
     w.flush().unwrap();
 }
 
+/// A server on `db` (an empty registry) whose training worker writes job models under `work`.
+async fn loop_server(db: &TestDb, work: &Path, retrain_every: Option<u64>) -> TestServer {
+    TestServer::start(
+        ServeConfig {
+            training: Some(TrainingWorkerConfig {
+                dir: work.join("jobs"),
+                threads: 2,
+                lease: Duration::from_secs(60),
+                poll: Duration::from_millis(100),
+                background: false,
+            }),
+            retrain_every,
+            ..registry_config(&db.url, Duration::from_millis(200))
+        },
+        true,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_starts_from_nothing_and_ends_labelled() {
     let db = TestDb::sqlite();
@@ -120,20 +139,7 @@ async fn a_job_starts_from_nothing_and_ends_labelled() {
     let pile_dir = work.path().join("pile");
     std::fs::create_dir_all(&pile_dir).unwrap();
     let truth = write_pile(&pile_dir);
-    let server = TestServer::start(
-        ServeConfig {
-            training: Some(TrainingWorkerConfig {
-                dir: work.path().join("jobs"),
-                threads: 2,
-                lease: Duration::from_secs(60),
-                poll: Duration::from_millis(100),
-                background: false,
-            }),
-            ..registry_config(&db.url, Duration::from_millis(200))
-        },
-        true,
-    )
-    .await;
+    let server = loop_server(&db, work.path(), None).await;
     let url = server.url();
     let path = |name: &str| work.path().join(name).display().to_string();
 
@@ -283,21 +289,7 @@ async fn reviews_queue_a_training_run_every_n() {
     let pile_dir = work.path().join("pile");
     std::fs::create_dir_all(&pile_dir).unwrap();
     let truth = write_pile(&pile_dir);
-    let server = TestServer::start(
-        ServeConfig {
-            training: Some(TrainingWorkerConfig {
-                dir: work.path().join("jobs"),
-                threads: 2,
-                lease: Duration::from_secs(60),
-                poll: Duration::from_millis(100),
-                background: false,
-            }),
-            retrain_every: Some(12),
-            ..registry_config(&db.url, Duration::from_millis(200))
-        },
-        true,
-    )
-    .await;
+    let server = loop_server(&db, work.path(), Some(12)).await;
     let url = server.url();
     let path = |name: &str| work.path().join(name).display().to_string();
     let created = jobs(

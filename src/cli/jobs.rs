@@ -227,14 +227,7 @@ pub async fn jobs_command(args: JobsArgs, quiet: bool) -> anyhow::Result<()> {
             if json {
                 let result: serde_json::Value =
                     serde_json::from_str(&run.result_json).unwrap_or(serde_json::Value::Null);
-                let state = crate::wire::TrainingState::try_from(run.state).map_or(
-                    "unknown".to_string(),
-                    |s| {
-                        s.as_str_name()
-                            .trim_start_matches("TRAINING_STATE_")
-                            .to_lowercase()
-                    },
-                );
+                let state = job_loop::state_name(run.state);
                 println!(
                     "{}",
                     serde_json::json!({"run_id": run.id, "job_id": run.job_id, "state": state,

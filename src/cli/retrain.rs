@@ -1,5 +1,7 @@
 //! `aelabel retrain --job JOB`: a new model from the active one and a job's reviews,
 //! registered, compared with the active model, and activated on request when it is better.
+//! For a job on the labelling loop (its own classes or models) it queues the job's next
+//! training round instead, as `aelabel jobs train` does, and waits for a worker to run it.
 
 use super::registry::{registered_line, DatabaseArgs};
 use super::{default_threads, init_threads, runtime};
@@ -38,11 +40,48 @@ pub struct RetrainArgs {
     pub db: DatabaseArgs,
 }
 
+/// Whether the job trains its own models (its own classes, autoencoder or model): then a
+/// retrain is one of its training rounds, not a fine-tune of the registry's model.
+async fn on_the_loop(store: &Store, job: &str) -> anyhow::Result<bool> {
+    let spec = store.job_spec(job).await?;
+    let state = store.loop_state(job).await?;
+    Ok(spec.own_classes || state.pretrained || state.model_version.is_some())
+}
+
+/// Queues the job's next training round (what `aelabel jobs train` queues) and waits until
+/// a worker (`aelabel serve` or `aelabel worker`) has run it.
+async fn enqueue_round(store: &Store, job: &str, activate: bool) -> anyhow::Result<()> {
+    let (run, queued) = store.enqueue_training(job, activate).await?;
+    eprintln!(
+        "{} training run {} of job {job}; a worker (`aelabel serve` or `aelabel worker`) runs it",
+        if queued {
+            "queued"
+        } else {
+            "waiting for the open"
+        },
+        run.id
+    );
+    let mut run = run;
+    while !run.state.is_over() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        run = store.training_run(&run.id).await?;
+    }
+    match (&run.result, &run.error) {
+        (Some(report), _) => println!("{}", crate::client::job_loop::describe_round(report)),
+        (None, Some(error)) => anyhow::bail!("job {job}: training run {} failed: {error}", run.id),
+        (None, None) => println!("training run {} finished", run.id),
+    }
+    Ok(())
+}
+
 /// Runs `aelabel retrain`.
 pub fn retrain_command(args: RetrainArgs, quiet: bool) -> anyhow::Result<()> {
     init_threads(args.threads);
     let rt = runtime()?;
     let store = rt.block_on(Store::connect(&args.db.url()))?;
+    if rt.block_on(on_the_loop(&store, &args.job))? {
+        return rt.block_on(enqueue_round(&store, &args.job, args.activate));
+    }
     let spec = JobRetrain {
         job: args.job.clone(),
         base: args.base.clone(),

@@ -220,6 +220,15 @@ pub async fn rounds(server: &str, job_id: &str) -> Result<Vec<RoundReport>, Clie
         .collect())
 }
 
+/// A run state's name as scripts see it: `queued`, `running`, `finished`, `failed`.
+pub fn state_name(state: i32) -> String {
+    pb::TrainingState::try_from(state).map_or("unknown".to_string(), |s| {
+        s.as_str_name()
+            .trim_start_matches("TRAINING_STATE_")
+            .to_lowercase()
+    })
+}
+
 /// One line for a person about a finished run.
 pub fn describe_round(report: &RoundReport) -> String {
     let pct = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.2} %", 100.0 * v));

@@ -93,9 +93,7 @@ impl From<pb::Job> for JobStatus {
             accepted_accuracy_bound: job.accepted_accuracy_bound,
             pretrained: job.pretrained,
             training: job.running_training.map(|r| {
-                let state = pb::TrainingState::try_from(r.state).map_or("unknown".to_string(), |s| {
-                    s.as_str_name().trim_start_matches("TRAINING_STATE_").to_lowercase()
-                });
+                let state = super::job_loop::state_name(r.state);
                 serde_json::json!({"id": r.id, "state": state, "stage": r.stage, "progress": r.progress})
             }),
         }

@@ -452,20 +452,27 @@ mod tests {
 
     #[test]
     fn evidence_judges_the_threshold() {
-        // 20 evidence items: 10 confident and right, 10 unsure and half wrong.
+        // 40 evidence items: 20 confident and right, 20 unsure and half wrong. 20 of 20 right
+        // has a Wilson bound of 0.881 at z = 1.645, which clears 80 %; 10 of 10 (0.787) would not.
         let mut probs = Vec::new();
         let mut evidence = Vec::new();
-        for i in 0..20usize {
-            let p = if i < 10 { 0.99 } else { 0.6 };
+        for i in 0..40usize {
+            let p = if i < 20 { 0.99 } else { 0.6 };
             probs.extend([p, 1.0 - p]);
-            let truth = if i >= 10 && i % 2 == 0 { 1 } else { 0 };
+            let truth = if i >= 20 && i % 2 == 0 { 1 } else { 0 };
             evidence.push((i, truth));
         }
         let (oof, estimate, threshold) = judge(&probs, 2, &evidence, 0.8);
-        assert_eq!(oof.correct.iter().filter(|&&c| c).count(), 15);
+        assert_eq!(oof.correct.iter().filter(|&&c| c).count(), 30);
         assert_eq!(threshold, 0.99);
         assert_eq!(estimate.share, 0.5);
         assert_eq!(estimate.accuracy, Some(1.0));
+        assert!(
+            (estimate.bound.unwrap() - 0.8808).abs() < 1e-4,
+            "{estimate:?}"
+        );
         assert_eq!(estimate.overall_accuracy, Some(0.75));
+        let (_, _, none) = judge(&probs[..20], 2, &evidence[..10], 0.8);
+        assert_eq!(none, crate::train::metrics::ACCEPT_NOTHING);
     }
 }

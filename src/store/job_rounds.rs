@@ -2,6 +2,7 @@
 //! the random slice marked as threshold evidence, the job's own model, and a finished round's
 //! relabelling of every item — in the same transaction that finishes the run.
 
+use super::jobs::lock_job;
 use super::training::finish_run;
 use super::{Backend, Store, StoreError};
 use crate::jobs::training::{LoopState, RoundReport};
@@ -207,15 +208,7 @@ impl Store {
             }
         }
         let mut tx = self.begin_write().await?;
-        let lock = match self.backend {
-            Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
-        };
-        sqlx::query(lock)
-            .bind(job_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        lock_job(&mut tx, self.backend, job_id).await?;
         if !finish_run(&mut tx, relabel.run_id, relabel.worker_id, relabel.report).await? {
             tx.rollback().await?;
             return Ok(false);

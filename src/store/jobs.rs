@@ -373,6 +373,26 @@ impl Store {
     }
 }
 
+/// Locks the job's row until `tx` ends (Postgres; SQLite has one writer anyway), so that
+/// writers of one job's loop state (a run queued, a round finished) take turns; `UnknownJob`
+/// when there is no such job.
+pub(super) async fn lock_job(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    job_id: &str,
+) -> Result<(), StoreError> {
+    let lock = match backend {
+        Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
+        Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
+    };
+    sqlx::query(lock)
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+    Ok(())
+}
+
 /// Images per multi-row `INSERT` (5 parameters each, below SQLite's 32,766 and Postgres'
 /// 65,535).
 const ADD_CHUNK: usize = 1000;

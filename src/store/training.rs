@@ -4,6 +4,7 @@
 //! finished or failed only by the worker holding its claim, so two workers never both
 //! complete one run; on Postgres the claim skips rows another worker is claiming right now.
 
+use super::jobs::lock_job;
 use super::{now_ms, Backend, Store, StoreError};
 use crate::jobs::training::{RoundReport, TrainingRun, TrainingState};
 use sqlx::any::AnyRow;
@@ -22,15 +23,7 @@ impl Store {
         activate: bool,
     ) -> Result<(TrainingRun, bool), StoreError> {
         let mut tx = self.begin_write().await?;
-        let lock = match self.backend {
-            Backend::Postgres => "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1",
-        };
-        sqlx::query(lock)
-            .bind(job_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
+        lock_job(&mut tx, self.backend, job_id).await?;
         let open = sqlx::query(&format!(
             "{SELECT_RUN} WHERE job_id = $1 AND state IN ($2, $3) ORDER BY created_at LIMIT 1"
         ))

@@ -265,42 +265,23 @@ pub fn train_round(
         settings.target_accuracy,
     );
     lap(&mut stages, "label the pile");
-    for p in &mut network.params {
-        p.frozen = false;
-    }
-    let mut model = Model {
-        meta: ModelMeta {
-            version: String::new(),
-            widths: recipe.pretrain.widths.clone(),
-            decoder: match start {
-                RoundStart::Previous(m) => m.meta.decoder,
-                _ => Decoder::Separate,
-            },
-            input_width: data.width,
-            input_height: data.height,
-            class_names: data.class_names.to_vec(),
-            auto_accept_threshold: threshold,
-            training: serde_json::json!({
-                "preset": "job",
-                "labels": data.training.len(),
-                "evidence_labels": data.evidence.len(),
-                "seed": settings.seed,
-                "target_accuracy": settings.target_accuracy,
-                "bound_z": JOB_BOUND_Z,
-                "warm_start": warm.is_some(),
-                "evidence_accuracy": accepted.overall_accuracy,
-                "auto_label_evidence_coverage": accepted.share,
-                "auto_label_evidence_accuracy": accepted.accuracy,
-            }),
-            calibration: Some(evidence),
-        },
-        autoencoder: autoencoder.clone(),
-        classifier: network,
+    let decoder = match start {
+        RoundStart::Previous(m) => m.meta.decoder,
+        _ => Decoder::Separate,
     };
-    model.meta.version = format!(
-        "job-{}-{:012x}",
-        data.training.len() + data.evidence.len(),
-        model.weights_hash() & 0xffff_ffff_ffff
+    let model = assemble(
+        data,
+        settings,
+        Assembly {
+            widths: recipe.pretrain.widths.clone(),
+            decoder,
+            threshold,
+            evidence,
+            accepted,
+            warm: warm.is_some(),
+        },
+        autoencoder.clone(),
+        network,
     );
     Ok(RoundOutcome {
         autoencoder,
@@ -312,6 +293,63 @@ pub fn train_round(
         }),
         stage_seconds: stages,
     })
+}
+
+/// What a round decided about its model besides the networks.
+struct Assembly {
+    widths: Vec<usize>,
+    decoder: Decoder,
+    threshold: f32,
+    evidence: OutOfFold,
+    accepted: AcceptedEstimate,
+    warm: bool,
+}
+
+/// The round's model: networks, the job's classes and input size, the threshold with the
+/// evidence it was judged on (and the bound, so a threshold for another target is judged the
+/// same way), and a version from its weights.
+fn assemble(
+    data: &RoundData<'_>,
+    settings: &RoundSettings,
+    a: Assembly,
+    autoencoder: Network,
+    mut classifier: Network,
+) -> Model {
+    for p in &mut classifier.params {
+        p.frozen = false;
+    }
+    let mut model = Model {
+        meta: ModelMeta {
+            version: String::new(),
+            widths: a.widths,
+            decoder: a.decoder,
+            input_width: data.width,
+            input_height: data.height,
+            class_names: data.class_names.to_vec(),
+            auto_accept_threshold: a.threshold,
+            training: serde_json::json!({
+                "preset": "job",
+                "labels": data.training.len(),
+                "evidence_labels": data.evidence.len(),
+                "seed": settings.seed,
+                "target_accuracy": settings.target_accuracy,
+                "bound_z": JOB_BOUND_Z,
+                "warm_start": a.warm,
+                "evidence_accuracy": a.accepted.overall_accuracy,
+                "auto_label_evidence_coverage": a.accepted.share,
+                "auto_label_evidence_accuracy": a.accepted.accuracy,
+            }),
+            calibration: Some(a.evidence),
+        },
+        autoencoder,
+        classifier,
+    };
+    model.meta.version = format!(
+        "job-{}-{:012x}",
+        data.training.len() + data.evidence.len(),
+        model.weights_hash() & 0xffff_ffff_ffff
+    );
+    model
 }
 
 /// Refuses data that cannot train: labels outside the classes or rows, too few labels, a

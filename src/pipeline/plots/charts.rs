@@ -234,22 +234,7 @@ pub fn curves_png(
             .enumerate()
             .map(|(i, name)| (name, class_color(i)))
             .collect();
-        draw_legend(
-            &legend_area,
-            &entries,
-            &legend_font,
-            legend_w,
-            |area, (x, y), color| {
-                area.draw(&PathElement::new(
-                    vec![(x, y), (x + 24, y)],
-                    color.stroke_width(3),
-                ))?;
-                if markers {
-                    area.draw(&Circle::new((x + 12, y), 3, color.filled()))?;
-                }
-                Ok(())
-            },
-        )
+        draw_line_legend(&legend_area, &entries, &legend_font, legend_w, markers)
     })
 }
 
@@ -341,24 +326,32 @@ pub fn xy_curves_png(
         if let Some((_, name)) = target {
             entries.push((name.to_string(), target_color));
         }
-        draw_legend(
-            &legend_area,
-            &entries,
-            &legend_font,
-            legend_w,
-            |area, (x, y), color| {
-                area.draw(&PathElement::new(
-                    vec![(x, y), (x + 24, y)],
-                    color.stroke_width(3),
-                ))?;
-                Ok(())
-            },
-        )
+        draw_line_legend(&legend_area, &entries, &legend_font, legend_w, false)
     })
 }
 
 // ---------------------------------------------------------------------------------------------
 // Chart helpers.
+
+/// A legend of coloured line swatches (with a point marker when `markers`), for line charts.
+fn draw_line_legend(
+    area: &Area<'_>,
+    entries: &[(String, RGBColor)],
+    font: &FontDesc<'_>,
+    width: i32,
+    markers: bool,
+) -> Result<(), DrawFail> {
+    draw_legend(area, entries, font, width, |area, (x, y), color| {
+        area.draw(&PathElement::new(
+            vec![(x, y), (x + 24, y)],
+            color.stroke_width(3),
+        ))?;
+        if markers {
+            area.draw(&Circle::new((x + 12, y), 3, color.filled()))?;
+        }
+        Ok(())
+    })
+}
 
 /// Tick label formatter for a linear axis over `range` with about `ticks` labels: as many
 /// decimals as plotters' 1-2-5 tick step needs, and no "-0".

@@ -15,7 +15,9 @@ pub mod codec;
 mod codes;
 pub mod convert;
 pub mod http;
+mod job_add;
 pub mod job_convert;
+mod job_labelling;
 mod job_loop;
 mod job_worker;
 mod jobs;
@@ -376,16 +378,32 @@ impl Application {
         let work = Arc::new(Notify::new());
         let training_wake = Arc::new(Notify::new());
         let selection_threads = self.config.training.as_ref().map_or(1, |t| t.threads);
-        let jobs_service = self.store.clone().map(|store| {
-            Arc::new(
-                LabelJobsService::new(store, self.engine.clone(), rules, work.clone())
-                    .with_training(
-                        training_wake.clone(),
-                        selection_threads,
-                        self.config.retrain_every,
-                    ),
-            )
-        });
+        // Who labelled an item: this server's worker, or `…/add` for its AddImages.
+        let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let models = self
+            .store
+            .clone()
+            .map(|store| Arc::new(job_labelling::JobModels::new(store)));
+        let jobs_service = self
+            .store
+            .clone()
+            .zip(models.clone())
+            .map(|(store, models)| {
+                Arc::new(
+                    LabelJobsService::new(store, self.engine.clone(), rules, work.clone(), models)
+                        .labelling_on_arrival(
+                            self.config
+                                .jobs
+                                .label_on_arrival
+                                .then(|| format!("{instance}/add")),
+                        )
+                        .with_training(
+                            training_wake.clone(),
+                            selection_threads,
+                            self.config.retrain_every,
+                        ),
+                )
+            });
         let label_jobs = jobs_service.clone().map(|service| {
             LabelJobsServer::from_arc(service)
                 .max_decoding_message_size(self.config.max_message_bytes)
@@ -485,15 +503,20 @@ impl Application {
                     wake: training_wake,
                     stopping: stopping.clone(),
                 });
-        let worker = self.store.clone().map(|store| job_worker::JobWorker {
-            store,
-            engine: self.engine.clone(),
-            config: self.config.jobs,
-            work,
-            reporter: reporter.clone(),
-            stopping: stopping.clone(),
-            job_models: tokio::sync::Mutex::new(None),
-        });
+        let worker = self
+            .store
+            .clone()
+            .zip(models)
+            .map(|(store, models)| job_worker::JobWorker {
+                store,
+                engine: self.engine.clone(),
+                config: self.config.jobs,
+                work,
+                reporter: reporter.clone(),
+                stopping: stopping.clone(),
+                models,
+                id: instance,
+            });
         let follower = reload::Follower {
             handle: self.engine.clone(),
             store: self.store,

@@ -5,7 +5,8 @@
 --   one blob per run of up to 64 consecutive items (`image_batches`): an item's pixels are
 --   bytes `(seq - batch_seq) * image_size` onwards of its batch's blob.
 -- * `items` loses `image_sha256` and gains `batch_seq`; the claim index only holds pending
---   items (partial), since items labelled when added are never claimed.
+--   items and the review index leaves auto-accepted ones out (both partial), since items
+--   labelled when added are never claimed and most of them are accepted.
 -- * `job_counts` keeps each job's items per status and model version, written in the same
 --   transaction as the items, so `GetJob` reads a few rows instead of counting the job.
 -- Existing items each become a batch of one (their pixels copied), and the counts are taken
@@ -58,7 +59,13 @@ DROP TABLE items;
 DROP TABLE job_images;
 ALTER TABLE job_items RENAME TO items;
 
-CREATE INDEX items_by_status ON items (job_id, status, confidence, seq);
+-- A job's items of one status in the order they were added, auto-accepted ones left out.
+-- No confidence in the key: new items land at random places of a confidence-ordered index,
+-- and on both databases that cost more than the rest of an insert (70,000 items with 30 %
+-- below the threshold, 2 cores: SQLite 35,000 → 67,000 images/s, Postgres 19,800 → 29,100
+-- images/s without it). Listing in review order sorts the status' items instead.
+CREATE INDEX items_by_status ON items (job_id, status, seq)
+    WHERE status <> 'auto_accepted';
 CREATE INDEX items_to_claim ON items (status, claimed_until) WHERE status = 'pending';
 
 CREATE TABLE job_counts (

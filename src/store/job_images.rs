@@ -1,7 +1,6 @@
 //! A job's stored images read back: to show items to a person, and to train on reviews.
 
 use super::{Store, StoreError};
-use crate::jobs::ItemStatus;
 use sqlx::Row;
 use std::collections::HashMap;
 
@@ -140,10 +139,9 @@ impl Store {
         let mut conn = self.reads().acquire().await?;
         let rows = sqlx::query(
             "SELECT client_id, human_class, seq, batch_seq FROM items \
-             WHERE job_id = $1 AND status = $2 ORDER BY seq",
+             WHERE job_id = $1 AND status = 'reviewed' ORDER BY seq",
         )
         .bind(job_id)
-        .bind(ItemStatus::Reviewed.as_str())
         .fetch_all(&mut *conn)
         .await?;
         let wanted = rows

@@ -133,10 +133,9 @@ impl Store {
     pub async fn loop_state(&self, job_id: &str) -> Result<LoopState, StoreError> {
         let job_model = self.job_model(job_id).await?;
         let evidence: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = $2 AND evidence = 1",
+            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = 'reviewed' AND evidence = 1",
         )
         .bind(job_id)
-        .bind(ItemStatus::Reviewed.as_str())
         .fetch_one(self.reads())
         .await?
         .try_get(0)?;
@@ -224,14 +223,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if relabel.model_version.is_some() {
-            let woken =
-                sqlx::query("UPDATE items SET status = $1 WHERE job_id = $2 AND status = $3")
-                    .bind(ItemStatus::Pending.as_str())
-                    .bind(job_id)
-                    .bind(ItemStatus::Waiting.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let woken = sqlx::query(
+                "UPDATE items SET status = $1 WHERE job_id = $2 AND status = 'waiting'",
+            )
+            .bind(ItemStatus::Pending.as_str())
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             let woken = i64::try_from(woken).unwrap_or(i64::MAX);
             let mut deltas = CountDeltas::default();
             deltas.add(ItemStatus::Waiting, None, -woken);

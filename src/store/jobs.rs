@@ -73,19 +73,36 @@ impl Store {
             confidence: -1.0,
             seq: 0,
         });
-        let rows = sqlx::query(&format!(
-            "{SELECT_ITEM} WHERE job_id = $1 AND status = $2 AND \
-             (COALESCE(confidence, 0) > $3 OR (COALESCE(confidence, 0) = $4 AND seq > $5)) \
-             ORDER BY COALESCE(confidence, 0), seq LIMIT $6"
-        ))
-        .bind(job_id)
-        .bind(status.as_str())
-        .bind(after.confidence)
-        .bind(after.confidence)
-        .bind(after.seq)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
-        .fetch_all(self.reads())
-        .await?;
+        // The status is written out, not bound: the review index leaves auto-accepted items
+        // out, and a planner uses a partial index only where it sees the condition hold.
+        // Unlabelled items have no confidence: they come in the order they were added.
+        let status = status.as_str();
+        let limit_row = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let query = if matches!(status, "pending" | "waiting") {
+            sqlx::query(&format!(
+                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND seq > $2 \
+                 ORDER BY seq LIMIT $3"
+            ))
+            .bind(job_id)
+            .bind(after.seq)
+            .bind(limit_row)
+            .fetch_all(self.reads())
+            .await?
+        } else {
+            sqlx::query(&format!(
+                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND \
+                 (confidence > $2 OR (confidence = $3 AND seq > $4)) \
+                 ORDER BY confidence, seq LIMIT $5"
+            ))
+            .bind(job_id)
+            .bind(after.confidence)
+            .bind(after.confidence)
+            .bind(after.seq)
+            .bind(limit_row)
+            .fetch_all(self.reads())
+            .await?
+        };
+        let rows = query;
         let mut items = Vec::with_capacity(rows.len().min(limit));
         let mut last = None;
         for row in rows.iter().take(limit) {

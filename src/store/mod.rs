@@ -262,7 +262,31 @@ impl Store {
             .map_err(|source| StoreError::Migrate {
                 url: self.url.clone(),
                 source,
-            })
+            })?;
+        if self.backend == Backend::Postgres {
+            self.store_pixels_uncompressed().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores pixel blobs out of line without compression (Postgres' `EXTERNAL`): compressing
+    /// every batch with pglz cost more server time than inserting its items. Not part of the
+    /// shared migrations because SQLite has no such setting; set once, checked on connect.
+    async fn store_pixels_uncompressed(&self) -> Result<(), StoreError> {
+        let storage: Option<String> = sqlx::query(
+            "SELECT CAST(attstorage AS TEXT) FROM pg_attribute \
+             WHERE attrelid = CAST('image_batches' AS regclass) AND attname = 'pixels'",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| sqlx::Row::try_get(&row, 0))
+        .transpose()?;
+        if storage.as_deref() != Some("e") {
+            sqlx::query("ALTER TABLE image_batches ALTER COLUMN pixels SET STORAGE EXTERNAL")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The pool reads go through (see [`Store::reads`] field).

@@ -151,9 +151,10 @@ fn check_report_json(json: &Value, report: &Report) {
         // The threshold holds the target out of fold (Wilson bound ≤ the raw rate).
         assert!(fraction(json, "/auto_label/calibration_accuracy") >= 0.9);
     }
-    if coverage > 0.0 {
-        fraction(json, "/auto_label/test_accuracy");
-    }
+    // The run's threshold auto-accepts part of the test set (tests/pipeline.rs recomputes
+    // exactly what, from the saved model), at the target accuracy or better.
+    assert!(coverage > 0.0, "nothing auto-accepted on the test set");
+    assert!(fraction(json, "/auto_label/test_accuracy") >= 0.9);
     let artifacts: Vec<String> = serde_json::from_value(json["artifacts"].clone()).unwrap();
     assert_eq!(artifacts, report.artifacts);
     for name in [
@@ -213,11 +214,34 @@ fn default_recipe_beats_both_baselines_and_reports_exactly() {
     let data = Dataset::idx(&common::data_dir(), false).unwrap();
     let test = data.test.unwrap().head(1000);
     let probs = probabilities_rows(&model.classifier, Inputs::Bytes(&test.pixels), 1);
-    let predicted: Vec<u32> = predictions(&probs, 10).iter().map(|p| p.0).collect();
+    let predicted = predictions(&probs, 10);
+    let classes: Vec<u32> = predicted.iter().map(|p| p.0).collect();
     let truth = test.classes().unwrap();
     assert_eq!(
-        Some(accuracy(&predicted, &truth)),
+        Some(accuracy(&classes, &truth)),
         report.classifier.test_accuracy
+    );
+
+    // Auto-accept on the test set, recomputed from the saved model: the images whose
+    // confidence reaches the saved threshold are the reported share, and are right at the
+    // reported rate, which reaches the target.
+    let threshold = model.meta.auto_accept_threshold;
+    let accepted: Vec<bool> = predicted
+        .iter()
+        .zip(&truth)
+        .filter(|((_, confidence), _)| *confidence >= threshold)
+        .map(|((class, _), truth)| class == truth)
+        .collect();
+    let coverage = accepted.len() as f64 / truth.len() as f64;
+    let right = accepted.iter().filter(|&&ok| ok).count() as f64 / accepted.len() as f64;
+    assert!(!accepted.is_empty(), "threshold {threshold} accepts no test image");
+    assert_eq!(report.auto_label.test_coverage, Some(coverage));
+    assert_eq!(report.auto_label.test_accuracy, Some(right));
+    assert!(
+        right >= report.auto_label.target_accuracy,
+        "{right} of the {} auto-accepted test images are right, under the {} target",
+        accepted.len(),
+        report.auto_label.target_accuracy
     );
 }
 

@@ -85,7 +85,10 @@ fn data_volume() -> tempfile::TempDir {
         .tempdir()
         .unwrap();
     std::fs::copy(model_path(), dir.path().join("model.safetensors")).unwrap();
-    for path in [dir.path().to_path_buf(), dir.path().join("model.safetensors")] {
+    for path in [
+        dir.path().to_path_buf(),
+        dir.path().join("model.safetensors"),
+    ] {
         std::os::unix::fs::chown(&path, Some(IMAGE_UID), Some(IMAGE_UID)).unwrap();
     }
     dir
@@ -155,22 +158,35 @@ async fn the_image_serves_its_volumes_model_as_its_user_and_stops_on_sigterm() {
     let image = image();
     let mut args = vec!["run", "--detach", "--name", &container.name, "--read-only"];
     args.extend(["--volume", &mount]);
-    args.extend(["--publish", "127.0.0.1::50051", "--publish", "127.0.0.1::9090"]);
+    args.extend([
+        "--publish",
+        "127.0.0.1::50051",
+        "--publish",
+        "127.0.0.1::9090",
+    ]);
     args.extend(RUN_LIMITS);
     // The image's own entrypoint and command: `aelabel serve`, from the registry in /data.
     args.push(&image);
-    podman_ok(&args);
-    let (grpc, http) = (published(&container.name, 50051), published(&container.name, 9090));
-
     let started = Instant::now();
+    podman_ok(&args);
+    let (grpc, http) = (
+        published(&container.name, 50051),
+        published(&container.name, 9090),
+    );
+
     common::eventually(START_LIMIT, "the container's Labeller SERVING", || async {
         (labeller_health(grpc).await == Some(ServingStatus::Serving as i32)).then_some(())
     })
     .await;
-    eprintln!("the container served after {:?}", started.elapsed());
+    eprintln!("SERVING {:?} after podman run", started.elapsed());
     assert_eq!(process_uid(&container.name), IMAGE_UID);
     assert_eq!(
-        podman_ok(&["inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", &container.name]),
+        podman_ok(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.ReadonlyRootfs}}",
+            &container.name
+        ]),
         "true"
     );
 

@@ -177,9 +177,11 @@ const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 /// Waits until the server has answered `calls` `Label` calls successfully; fails after
 /// [`LOAD_DEADLINE`] instead of hanging.
 async fn answered_at_least(server: &TestServer, calls: f64) {
-    common::eventually(LOAD_DEADLINE, &format!("{calls} answered Label calls"), || async {
-        (metric(server, LABEL_OK).await.unwrap_or(0.0) >= calls).then_some(())
-    })
+    common::eventually(
+        LOAD_DEADLINE,
+        &format!("{calls} answered Label calls"),
+        || async { (metric(server, LABEL_OK).await.unwrap_or(0.0) >= calls).then_some(()) },
+    )
     .await;
 }
 

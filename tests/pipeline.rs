@@ -234,7 +234,10 @@ fn default_recipe_beats_both_baselines_and_reports_exactly() {
         .collect();
     let coverage = accepted.len() as f64 / truth.len() as f64;
     let right = accepted.iter().filter(|&&ok| ok).count() as f64 / accepted.len() as f64;
-    assert!(!accepted.is_empty(), "threshold {threshold} accepts no test image");
+    assert!(
+        !accepted.is_empty(),
+        "threshold {threshold} accepts no test image"
+    );
     eprintln!("threshold {threshold}: {coverage} of the test images auto-accepted, {right} right");
     assert_eq!(report.auto_label.test_coverage, Some(coverage));
     assert_eq!(report.auto_label.test_accuracy, Some(right));

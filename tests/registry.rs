@@ -149,7 +149,12 @@ fn list_json_row_holds_the_checkpoint(
     registered: (std::time::SystemTime, std::time::SystemTime),
 ) {
     use serde_json::json;
-    let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut want = [
         "version",
         "active",

@@ -477,7 +477,12 @@ async fn health_turns_not_serving_through_the_server_when_the_engines_worker_die
         .expect("the watch goes on");
     assert_eq!(next.status, ServingStatus::NotServing as i32);
     for service in ["", "aelabel.v1.Labeller"] {
-        let status = health.check(ask(service)).await.unwrap().into_inner().status;
+        let status = health
+            .check(ask(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
         assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
     }
     // Calls are refused with the reason, not left waiting.

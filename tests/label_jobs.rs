@@ -454,7 +454,7 @@ async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps
     const JOBS: &str = "aelabel.v1.LabelJobs";
     let db = TestDb::postgres().await;
     register_test_model(&db.url).await;
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = TcpProxy::start(common::db::postgres_server_addr()).await;
     let server = registry_server(&db.url_via(proxy.addr), JobWorkerConfig::default()).await;
     let mut client = jobs_client(&server).await;
     let id = client

@@ -566,6 +566,20 @@ pub struct Running {
 }
 
 impl Running {
+    /// Test hook, not an API: ends the current engine's worker thread as a crash would (see
+    /// [`crate::inference::Engine::stop_worker`]), so tests can check that health follows it
+    /// through the real server. False when no model is loaded.
+    #[doc(hidden)]
+    pub fn stop_engine_worker(&self) -> bool {
+        match self.engine.current() {
+            Some(engine) => {
+                engine.stop_worker();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Runs the model once on the engine's threads, reports `SERVING`, and from then on
     /// follows the registry (when serving from it) and the engine's health. With no model
     /// yet, only the whole server turns `SERVING`; the Labeller follows the first activation.

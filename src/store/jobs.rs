@@ -75,7 +75,8 @@ impl Store {
         });
         // The status is written out, not bound: the review index leaves auto-accepted items
         // out, and a planner uses a partial index only where it sees the condition hold.
-        // Unlabelled items have no confidence: they come in the order they were added.
+        // Unlabelled items have no confidence: they come in the order they were added (and a
+        // person's label on an item no model labelled counts as confidence 0).
         let status = status.as_str();
         let limit_row = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let query = if matches!(status, "pending" | "waiting") {
@@ -91,8 +92,8 @@ impl Store {
         } else {
             sqlx::query(&format!(
                 "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND \
-                 (confidence > $2 OR (confidence = $3 AND seq > $4)) \
-                 ORDER BY confidence, seq LIMIT $5"
+                 (COALESCE(confidence, 0) > $2 OR (COALESCE(confidence, 0) = $3 AND seq > $4)) \
+                 ORDER BY COALESCE(confidence, 0), seq LIMIT $5"
             ))
             .bind(job_id)
             .bind(after.confidence)

@@ -10,7 +10,7 @@ use super::job_convert as wire;
 use super::job_labelling::Answers;
 use super::jobs::LabelJobsService;
 use crate::jobs::{Added, NewImage};
-use crate::store::ArrivalLabels;
+use crate::store::{AddMessage, ArrivalLabels};
 use crate::wire as pb;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -18,6 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 /// Messages decoded and labelled ahead of the one being stored: bounds the memory a fast
 /// client can make the server hold.
 const AHEAD: usize = 2;
+
+/// Most messages stored in one transaction (those already waiting when one is stored).
+const GROUP: usize = 4;
 
 /// One message, ready to store.
 struct Prepared {
@@ -67,29 +70,62 @@ impl LabelJobsService {
             let mut total = Added::default();
             let mut job_id = String::new();
             let mut stored = 0;
-            while let Some(prepared) = rx.recv().await {
-                let prepared = prepared.map_err(|status| kept(status, stored, total))?;
-                let labels = prepared.answers.as_ref().map(|a| ArrivalLabels {
-                    model_version: &a.version,
-                    job_model: a.job_model,
-                    predictions: &a.predictions,
-                    labelled_by: self.arrival_labeller().unwrap_or_default(),
-                });
+            while let Some(first) = rx.recv().await {
+                // Messages already waiting are stored with this one, in one transaction; a
+                // refusal among them ends the group and is answered once the group is in.
+                let mut group = vec![first.map_err(|status| kept(status, stored, total))?];
+                let mut refused = None;
+                while group.len() < GROUP {
+                    match rx.try_recv() {
+                        Ok(Ok(prepared)) => group.push(prepared),
+                        Ok(Err(status)) => {
+                            refused = Some(status);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let labels: Vec<Option<ArrivalLabels>> = group
+                    .iter()
+                    .map(|p| {
+                        p.answers.as_ref().map(|a| ArrivalLabels {
+                            model_version: &a.version,
+                            job_model: a.job_model,
+                            predictions: &a.predictions,
+                            labelled_by: self.arrival_labeller().unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                let messages: Vec<AddMessage> = group
+                    .iter()
+                    .zip(&labels)
+                    .map(|(p, labels)| AddMessage {
+                        images: &p.images,
+                        labels: labels.as_ref(),
+                    })
+                    .collect();
                 let added = self
                     .store()
-                    .add_labelled(&prepared.job_id, &prepared.images, labels.as_ref())
+                    .add_messages(&group[0].job_id, &messages)
                     .await
                     .map_err(|e| {
                         let status = wire::store_status(e, "class");
-                        kept(in_message(status, prepared.number), stored, total)
+                        kept(in_message(status, group[0].number), stored, total)
                     })?;
-                total.added += added.added;
-                total.duplicates += added.duplicates;
-                if added.added > 0 && prepared.answers.is_none() {
+                let mut unlabelled = false;
+                for (prepared, added) in group.iter().zip(added) {
+                    total.added += added.added;
+                    total.duplicates += added.duplicates;
+                    unlabelled |= added.added > 0 && prepared.answers.is_none();
+                    stored = prepared.number;
+                }
+                if unlabelled {
                     self.wake_worker();
                 }
-                stored = prepared.number;
-                job_id = prepared.job_id;
+                job_id.clone_from(&group[0].job_id);
+                if let Some(status) = refused {
+                    return Err(kept(status, stored, total));
+                }
             }
             Ok::<_, Status>((job_id, total))
         };

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Items read from the database per export page.
-const EXPORT_PAGE: usize = 1000;
+const EXPORT_PAGE: usize = 4000;
 
 /// State shared by every call.
 pub struct LabelJobsService {
@@ -151,7 +151,10 @@ impl LabelJobsService {
         self.parse(images, self.rules_for(width, height)).await
     }
 
-    /// Parses one message's images at the job's input size, off the reactor.
+    /// Parses one message's images at the job's input size. Raw images already at that size
+    /// are only checked and copied, right here; anything to decode or resize is parsed off
+    /// the reactor at low priority within the decode budget (as the Labeller does), so that
+    /// it never slows inference down.
     pub(super) async fn parse(
         &self,
         images: Vec<pb::Image>,
@@ -162,22 +165,33 @@ impl LabelJobsService {
                 "images[{i}].id: image {i} has no id; every image of a job needs one, unique within the job"
             )));
         }
+        let raw_at_size = images.iter().all(|image| {
+            matches!(&image.data, Some(pb::image::Data::Raw(raw))
+                if (raw.width, raw.height) == (rules.width, rules.height))
+        });
+        if raw_at_size {
+            return new_images(convert::parse_images(images, &rules)?);
+        }
         let budget = self.decode_budget.clone();
         tokio::task::spawn_blocking(move || {
             lower_priority_for_image_work();
             let _held = reserve(&budget, convert::decode_cost(&images, &rules), &rules)?;
-            let parsed = convert::parse_images(images, &rules)?;
-            let size = parsed.images.image_size();
-            Ok(parsed
-                .ids
-                .into_iter()
-                .zip(parsed.images.pixels().chunks_exact(size))
-                .map(|(id, pixels)| NewImage::new(id, pixels.to_vec()))
-                .collect())
+            new_images(convert::parse_images(images, &rules)?)
         })
         .await
         .map_err(|_| Status::internal("image decoding stopped unexpectedly"))?
     }
+}
+
+/// One [`NewImage`] per parsed image.
+fn new_images(parsed: convert::ParsedImages) -> Result<Vec<NewImage>, Status> {
+    let size = parsed.images.image_size();
+    Ok(parsed
+        .ids
+        .into_iter()
+        .zip(parsed.images.pixels().chunks_exact(size))
+        .map(|(id, pixels)| NewImage::new(id, pixels.to_vec()))
+        .collect())
 }
 
 type ExportStream =

@@ -82,7 +82,7 @@ run() {
   [ -n "$job" ] || { echo "the server did not come up:" >&2; cat "$home/serve.log" >&2; exit 1; }
   "$current" jobs add --quiet --batch 500 --server "$at" "$job" "${inputs[@]}" > /dev/null
   t_added=$(date +%s.%N)
-  until "$current" jobs status --server "$at" "$job" --json | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["pending"] != 0)'; do
+  until "$current" jobs status --server "$at" "$job" --json | grep -q '"pending":0[,}]'; do
     sleep 0.1
   done
   t_labelled=$(date +%s.%N)

@@ -315,9 +315,15 @@ impl LabelJobs for LabelJobsService {
         let store = self.store.clone();
         // A small channel: a slow reader holds the export back instead of filling memory.
         let (tx, rx) = mpsc::channel(2 * EXPORT_PAGE);
+        let last = self
+            .store
+            .last_seq(&job_id)
+            .await
+            .map_err(|e| wire::store_status(e, "class"))?;
         tokio::spawn(async move {
+            // What the job holds when the export starts, a span of positions at a time.
             let mut after = 0;
-            loop {
+            while after < last {
                 let page = match store.export_page(&job_id, after, EXPORT_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
@@ -325,10 +331,7 @@ impl LabelJobs for LabelJobsService {
                         return;
                     }
                 };
-                let Some((last, _)) = page.last() else {
-                    return;
-                };
-                after = *last;
+                after += EXPORT_PAGE as i64;
                 for (_, item) in page {
                     if tx
                         .send(Ok(wire::exported(item, &spec.class_names)))

@@ -117,6 +117,8 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         let job = lock_for_add(&mut tx, self.backend, job_id).await?;
+        // Read after the lock is held, in a statement of its own: on Postgres a statement sees
+        // the rows committed when it started, and the lock may have waited for another add.
         let mut last: i64 =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM items WHERE job_id = $1")
                 .bind(job_id)

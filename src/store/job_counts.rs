@@ -42,22 +42,35 @@ impl CountDeltas {
         tx: &mut sqlx::AnyConnection,
         job_id: &str,
     ) -> Result<(), StoreError> {
-        for ((status, version), n) in self.0 {
-            if n == 0 {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO job_counts (job_id, status, model_version, n) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (job_id, status, model_version) \
-                 DO UPDATE SET n = job_counts.n + excluded.n",
-            )
-            .bind(job_id)
-            .bind(status)
-            .bind(version)
-            .bind(n)
-            .execute(&mut *tx)
-            .await?;
+        let changes: Vec<(&str, String, i64)> = self
+            .0
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((status, version), n)| (status, version, n))
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
         }
+        // One statement for every change, rows in key order.
+        let backend = match tx.backend_name() {
+            "PostgreSQL" => super::Backend::Postgres,
+            _ => super::Backend::Sqlite,
+        };
+        let sql = format!(
+            "INSERT INTO job_counts (job_id, status, model_version, n) VALUES {} \
+             ON CONFLICT (job_id, status, model_version) \
+             DO UPDATE SET n = job_counts.n + excluded.n",
+            super::jobs::value_rows(backend, changes.len(), 4)
+        );
+        let mut query = sqlx::query(&sql);
+        for (status, version, n) in &changes {
+            query = query
+                .bind(job_id)
+                .bind(*status)
+                .bind(version.as_str())
+                .bind(*n);
+        }
+        query.execute(&mut *tx).await?;
         Ok(())
     }
 }

@@ -137,10 +137,11 @@ impl Store {
     pub async fn reviewed_images(&self, job_id: &str) -> Result<Vec<ReviewedImage>, StoreError> {
         self.job_spec(job_id).await?;
         let mut conn = self.reads().acquire().await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT client_id, human_class, seq, batch_seq FROM items \
-             WHERE job_id = $1 AND status = 'reviewed' ORDER BY seq",
-        )
+             WHERE job_id = $1 AND status = 'reviewed' AND {} ORDER BY seq",
+            super::jobs::BY_STATUS
+        ))
         .bind(job_id)
         .fetch_all(&mut *conn)
         .await?;

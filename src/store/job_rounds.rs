@@ -132,9 +132,11 @@ impl Store {
     /// newest finished round.
     pub async fn loop_state(&self, job_id: &str) -> Result<LoopState, StoreError> {
         let job_model = self.job_model(job_id).await?;
-        let evidence: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = 'reviewed' AND evidence = 1",
-        )
+        let evidence: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = 'reviewed' AND {} \
+             AND evidence = 1",
+            super::jobs::BY_STATUS
+        ))
         .bind(job_id)
         .fetch_one(self.reads())
         .await?

@@ -16,6 +16,12 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::time::Duration;
 
+/// The condition of the `items_by_status` index, repeated in the queries it serves: SQLite
+/// uses a partial index only where the query states its condition word for word (it does not
+/// infer it from `status = 'reviewed'`; counting a 1,000,000-item job's evidence scanned the
+/// job, 140 ms, instead).
+pub(super) const BY_STATUS: &str = "status <> 'auto_accepted'";
+
 const SELECT_ITEM: &str = "SELECT seq, client_id, status, predicted_class, confidence, \
      probabilities, model_version, human_class FROM items";
 
@@ -90,10 +96,16 @@ impl Store {
         // Unlabelled items have no confidence: they come in the order they were added (and a
         // person's label on an item no model labelled counts as confidence 0).
         let status = status.as_str();
+        let indexed = if status == "auto_accepted" {
+            String::new()
+        } else {
+            format!(" AND {BY_STATUS}")
+        };
         let limit_row = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let query = if matches!(status, "pending" | "waiting") {
             sqlx::query(&format!(
-                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND seq > $2 \
+                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND {BY_STATUS} \
+                 AND seq > $2 \
                  ORDER BY seq LIMIT $3"
             ))
             .bind(job_id)
@@ -103,7 +115,7 @@ impl Store {
             .await?
         } else {
             sqlx::query(&format!(
-                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND \
+                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}'{indexed} AND \
                  (COALESCE(confidence, 0) > $2 OR (COALESCE(confidence, 0) = $3 AND seq > $4)) \
                  ORDER BY COALESCE(confidence, 0), seq LIMIT $5"
             ))

@@ -25,12 +25,16 @@ pub fn metrics_routes(metrics: Arc<Metrics>) -> Router {
     )
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `routes` on `listener` (plain TCP, or TLS connections) until `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
     routes: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await

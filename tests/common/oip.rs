@@ -8,7 +8,7 @@ use oip::grpc_inference_service_client::GrpcInferenceServiceClient;
 use oip::model_infer_request::InferInputTensor;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
+use aelabel::client::Connection;
 
 /// The served test model's version.
 pub fn version() -> String {
@@ -19,7 +19,7 @@ pub fn version() -> String {
 }
 
 /// An `inference` client on a fresh connection.
-pub async fn client(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
+pub async fn client(server: &TestServer) -> GrpcInferenceServiceClient<Connection> {
     GrpcInferenceServiceClient::new(server.channel().await)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)

@@ -162,7 +162,10 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
         // ask the plaintext health-only port: Kubernetes' gRPC probes cannot speak TLS.
         for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
             let grpc = &container[probe]["grpc"];
-            assert_eq!(grpc["port"], DEFAULT_HEALTH_PORT, "{kustomization}: {probe}");
+            assert_eq!(
+                grpc["port"], DEFAULT_HEALTH_PORT,
+                "{kustomization}: {probe}"
+            );
             assert_eq!(
                 grpc["service"].as_str().unwrap_or(""),
                 SERVER_HEALTH_NAME,
@@ -195,7 +198,9 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
             "{kustomization}"
         );
         // The keys file is in the mounted Secret aelabel-api-keys, which the pod requires.
-        let keys_file = serve["AELABEL_API_KEYS_FILE"].as_str().expect("a keys file");
+        let keys_file = serve["AELABEL_API_KEYS_FILE"]
+            .as_str()
+            .expect("a keys file");
         let keys = secret_mount(pod, "aelabel-api-keys");
         assert!(
             keys_file.starts_with(&format!("{keys}/")),
@@ -253,8 +258,14 @@ fn secret_mount(pod: &Value, name: &str) -> String {
         .find(|m| m["name"] == volume["name"])
         .unwrap_or_else(|| panic!("the Secret {name} is not mounted"));
     assert_eq!(mount["readOnly"], true, "{name}");
-    assert!(mount.get("subPath").is_none(), "{name} is mounted with subPath");
-    mount["mountPath"].as_str().expect("a mount path").to_string()
+    assert!(
+        mount.get("subPath").is_none(),
+        "{name} is mounted with subPath"
+    );
+    mount["mountPath"]
+        .as_str()
+        .expect("a mount path")
+        .to_string()
 }
 
 /// The value of the container's variable `name` in the Deployment, if it sets one.
@@ -272,7 +283,10 @@ fn the_cluster_serves_tls_from_a_secret_and_single_node_stays_plaintext() {
     let cluster = rendered("overlays/cluster");
     let pod = &get(&cluster, "Deployment", "aelabel")["spec"]["template"]["spec"];
     let tls = secret_mount(pod, "aelabel-tls");
-    for (variable, file) in [("AELABEL_TLS_CERT", "tls.crt"), ("AELABEL_TLS_KEY", "tls.key")] {
+    for (variable, file) in [
+        ("AELABEL_TLS_CERT", "tls.crt"),
+        ("AELABEL_TLS_KEY", "tls.key"),
+    ] {
         assert_eq!(
             deployment_env(&cluster, variable),
             Some(format!("{tls}/{file}")),

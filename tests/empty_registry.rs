@@ -6,6 +6,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::service::{
     LABELLER_HEALTH_NAME, LABEL_JOBS_HEALTH_NAME, NO_MODEL, SERVER_HEALTH_NAME,
 };
@@ -18,7 +19,6 @@ use common::server::{
 };
 use common::{clean_command, eventually, output_with_input, within};
 use std::time::Duration;
-use aelabel::client::Connection;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};

@@ -5,6 +5,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::model::Model;
 use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
 use aelabel::store::{NewModel, Store};
@@ -15,7 +16,6 @@ use common::server::{config, model_path, TestServer};
 use common::{clean_command, data_dir, eventually, idx_images, output_with_input, write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use aelabel::client::Connection;
 
 /// Test images in the job.
 const IMAGES: usize = 400;

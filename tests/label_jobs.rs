@@ -5,6 +5,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
 use aelabel::store::Store;
 use aelabel::wire as pb;
@@ -16,7 +17,6 @@ use common::server::{config, raw_image, register_test_model, test_images, TestSe
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
-use aelabel::client::Connection;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 

@@ -14,8 +14,8 @@ mod common;
 #[path = "common/raw_grpc.rs"]
 mod raw_grpc;
 
-use aelabel::wire as pb;
 use aelabel::client::Target;
+use aelabel::wire as pb;
 use common::server::{config, TestServer};
 use common::tls::Doors;
 use prost::bytes::Bytes;

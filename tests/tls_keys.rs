@@ -72,7 +72,12 @@ async fn grpc_codes(channel: Connection) -> Vec<(&'static str, Code)> {
     vec![
         (
             "Labeller",
-            code(labeller.get_model_info(pb::GetModelInfoRequest {}).await.map(|_| ())),
+            code(
+                labeller
+                    .get_model_info(pb::GetModelInfoRequest {})
+                    .await
+                    .map(|_| ()),
+            ),
         ),
         (
             "GRPCInferenceService",
@@ -187,7 +192,11 @@ fn http_passed() -> Vec<(&'static str, u16)> {
 }
 
 /// `passed` with the doors that need a scope answering `code` instead.
-fn refused<C: Copy>(passed: Vec<(&'static str, C)>, guarded: &[&str], code: C) -> Vec<(&'static str, C)> {
+fn refused<C: Copy>(
+    passed: Vec<(&'static str, C)>,
+    guarded: &[&str],
+    code: C,
+) -> Vec<(&'static str, C)> {
     passed
         .into_iter()
         .map(|(door, c)| (door, if guarded.contains(&door) { code } else { c }))
@@ -200,13 +209,28 @@ async fn every_door_answers_no_key_wrong_scope_and_right_scope_exactly() {
         let db = TestDb::sqlite();
         let runs = tempfile::tempdir().unwrap();
         let server = every_door(&db, runs.path()).await;
-        let grpc_guarded = ["Labeller", "GRPCInferenceService", "LabelJobs", "LabelJobs/TrainJob"];
-        let http_guarded = ["/v2", "/v2/models/aelabel-encoder/infer", "/predict", "/setup", "/webhook"];
+        let grpc_guarded = [
+            "Labeller",
+            "GRPCInferenceService",
+            "LabelJobs",
+            "LabelJobs/TrainJob",
+        ];
+        let http_guarded = [
+            "/v2",
+            "/v2/models/aelabel-encoder/infer",
+            "/predict",
+            "/setup",
+            "/webhook",
+        ];
 
         // No key, and a key the server does not hold: UNAUTHENTICATED / 401 on every guarded door.
         for key in [None, Some("not-a-key-the-server-holds")] {
             let got = grpc_codes(connection(&server, key).await).await;
-            assert_eq!(got, refused(grpc_passed(), &grpc_guarded, Code::Unauthenticated), "{key:?}");
+            assert_eq!(
+                got,
+                refused(grpc_passed(), &grpc_guarded, Code::Unauthenticated),
+                "{key:?}"
+            );
             let got = http_codes(&server, key).await;
             assert_eq!(got, refused(http_passed(), &http_guarded, 401), "{key:?}");
         }
@@ -215,7 +239,12 @@ async fn every_door_answers_no_key_wrong_scope_and_right_scope_exactly() {
             match scope {
                 "label" => (
                     vec!["Labeller", "GRPCInferenceService"],
-                    vec!["/v2", "/v2/models/aelabel-encoder/infer", "/predict", "/setup"],
+                    vec![
+                        "/v2",
+                        "/v2/models/aelabel-encoder/infer",
+                        "/predict",
+                        "/setup",
+                    ],
                 ),
                 "jobs" => (vec!["LabelJobs"], vec![]),
                 "train" => (vec!["LabelJobs/TrainJob"], vec!["/webhook"]),
@@ -229,24 +258,41 @@ async fn every_door_answers_no_key_wrong_scope_and_right_scope_exactly() {
                 grpc_own.extend(g);
                 http_own.extend(h);
             }
-            let grpc_denied: Vec<&str> =
-                grpc_guarded.iter().copied().filter(|d| !grpc_own.contains(d)).collect();
-            let http_denied: Vec<&str> =
-                http_guarded.iter().copied().filter(|d| !http_own.contains(d)).collect();
+            let grpc_denied: Vec<&str> = grpc_guarded
+                .iter()
+                .copied()
+                .filter(|d| !grpc_own.contains(d))
+                .collect();
+            let http_denied: Vec<&str> = http_guarded
+                .iter()
+                .copied()
+                .filter(|d| !http_own.contains(d))
+                .collect();
             let got = grpc_codes(connection(&server, Some(key)).await).await;
-            assert_eq!(got, refused(grpc_passed(), &grpc_denied, Code::PermissionDenied), "key {name}");
+            assert_eq!(
+                got,
+                refused(grpc_passed(), &grpc_denied, Code::PermissionDenied),
+                "key {name}"
+            );
             let got = http_codes(&server, Some(key)).await;
             assert_eq!(got, refused(http_passed(), &http_denied, 403), "key {name}");
         }
 
         // The refusal names the missing scope and how to get it; the key itself is never said.
-        let status = pb::label_jobs_client::LabelJobsClient::new(connection(&server, Some(key("reviewer"))).await)
-            .train_job(pb::TrainJobRequest { job_id: "j".into(), ..Default::default() })
-            .await
-            .expect_err("jobs cannot train");
+        let status = pb::label_jobs_client::LabelJobsClient::new(
+            connection(&server, Some(key("reviewer"))).await,
+        )
+        .train_job(pb::TrainJobRequest {
+            job_id: "j".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("jobs cannot train");
         assert_eq!(status.code(), Code::PermissionDenied);
         assert!(
-            status.message().contains("`reviewer` lacks the `train` scope"),
+            status
+                .message()
+                .contains("`reviewer` lacks the `train` scope"),
             "{}",
             status.message()
         );
@@ -257,7 +303,10 @@ async fn every_door_answers_no_key_wrong_scope_and_right_scope_exactly() {
         }
         let scrape = Scrape::parse(&text).unwrap();
         let count = |key: &str, outcome: &str| {
-            scrape.value("aelabel_auth_requests_total", &[("key", key), ("outcome", outcome)])
+            scrape.value(
+                "aelabel_auth_requests_total",
+                &[("key", key), ("outcome", outcome)],
+            )
         };
         // 4 gRPC families + 5 guarded HTTP routes, once without a key.
         assert_eq!(count("(none)", "unauthenticated"), 9.0);
@@ -280,7 +329,10 @@ async fn protected_metrics_need_a_key_of_any_scope() {
     let status = |r: reqwest::Response| r.status().as_u16();
     assert_eq!(status(http.get(&url).send().await.unwrap()), 401);
     for (_, _, key) in KEYS {
-        assert_eq!(status(http.get(&url).bearer_auth(key).send().await.unwrap()), 200);
+        assert_eq!(
+            status(http.get(&url).bearer_auth(key).send().await.unwrap()),
+            200
+        );
     }
     server.shutdown().await;
 }
@@ -309,7 +361,9 @@ async fn plaintext_to_a_tls_port_is_refused_and_the_health_port_answers_in_plain
     };
     assert!(!refused.is_empty());
     // HTTP in plaintext to the TLS port: no HTTP answer, the connection is closed.
-    let mut tcp = tokio::net::TcpStream::connect(server.http_addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -318,7 +372,11 @@ async fn plaintext_to_a_tls_port_is_refused_and_the_health_port_answers_in_plain
         .await
         .expect("the TLS port closes a plaintext connection")
         .ok();
-    assert!(!answer.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&answer));
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
 
     // The health-only port answers in plaintext, with the main port's statuses, and nothing else.
     let channel = aelabel::client::channel(&Target::from(health_addr.to_string().as_str()))
@@ -326,7 +384,9 @@ async fn plaintext_to_a_tls_port_is_refused_and_the_health_port_answers_in_plain
         .expect("the health port takes plaintext");
     for service in ["", "aelabel.v1.Labeller"] {
         let status = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .expect("health answers on the health port")
             .into_inner()
@@ -359,7 +419,10 @@ async fn served_certificate(addr: std::net::SocketAddr, pki: &TestPki) -> Vec<u8
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.expect("the handshake succeeds");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("the handshake succeeds");
     tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
 }
 
@@ -377,21 +440,42 @@ async fn a_rotated_certificate_is_served_to_new_connections_without_a_restart() 
     let server = TestServer::start(cfg, true).await;
     assert_eq!(served_certificate(server.addr, &own).await, first);
     let mut before = server.client().await;
-    before.get_model_info(pb::GetModelInfoRequest {}).await.expect("answers");
+    before
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .expect("answers");
 
     let rotated = own.issue_server_cert();
     assert_ne!(rotated, first);
-    common::eventually(Duration::from_secs(10), "the rotated certificate", || async {
-        (served_certificate(server.addr, &own).await == rotated).then_some(())
-    })
+    common::eventually(
+        Duration::from_secs(10),
+        "the rotated certificate",
+        || async { (served_certificate(server.addr, &own).await == rotated).then_some(()) },
+    )
     .await;
-    assert_eq!(served_certificate(server.http_addr, &own).await, rotated, "the HTTP port too");
+    assert_eq!(
+        served_certificate(server.http_addr, &own).await,
+        rotated,
+        "the HTTP port too"
+    );
     // New connections use it; the connection made before goes on answering.
-    server.client().await.get_model_info(pb::GetModelInfoRequest {}).await.expect("answers");
-    before.get_model_info(pb::GetModelInfoRequest {}).await.expect("still answers");
+    server
+        .client()
+        .await
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .expect("answers");
+    before
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .expect("still answers");
 
     // A half-written pair (the key of another certificate) is not served: the last good one stays.
-    std::fs::write(own.server_key(), rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    std::fs::write(
+        own.server_key(),
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
     let broken_seen = std::time::Instant::now();
     while broken_seen.elapsed() < 5 * common::tls::RELOAD_EVERY {
         assert_eq!(served_certificate(server.addr, &own).await, rotated);
@@ -418,7 +502,10 @@ async fn mutual_tls_asks_every_client_for_a_certificate_the_ca_signed() {
             .await
             .map_err(aelabel::client::ClientError::from)
     };
-    assert!(without.await.is_err(), "a client without a certificate gets in");
+    assert!(
+        without.await.is_err(),
+        "a client without a certificate gets in"
+    );
     let with = Target {
         client_identity: Some((pki().client_cert(), pki().client_key())),
         ..server.target()
@@ -432,10 +519,8 @@ async fn mutual_tls_asks_every_client_for_a_certificate_the_ca_signed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_connects_over_tls_with_a_key() {
-    let venv = common::venv::python_venv(
-        "tritonclient-2.73.0",
-        &["tritonclient[grpc,http]==2.73.0"],
-    );
+    let venv =
+        common::venv::python_venv("tritonclient-2.73.0", &["tritonclient[grpc,http]==2.73.0"]);
     let server = TestServer::start(Doors::TlsWithKeys.apply(config()), true).await;
     let (pixels, _) = common::server::test_images(16);
     let (_, predictions, _) = common::oip::labeller_answers(&server, &pixels).await;
@@ -446,7 +531,10 @@ async fn tritonclient_connects_over_tls_with_a_key() {
     std::fs::write(&expected, json.to_string()).unwrap();
     let mut script = std::process::Command::new(venv.join("bin/python"));
     script
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/oip_tls_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/oip_tls_client.py"
+        ))
         .arg(format!("localhost:{}", server.addr.port()))
         .arg(format!("localhost:{}", server.http_addr.port()))
         .arg(pki().ca_cert())
@@ -457,8 +545,16 @@ async fn tritonclient_connects_over_tls_with_a_key() {
         .unwrap();
     assert_eq!(code, 0, "the tritonclient script failed:\n{out}\n{err}");
     for transport in ["grpc", "http"] {
-        assert!(out.contains(&format!("{transport}: 16 classes over TLS with a key equal Label's")), "{out}");
-        assert!(out.contains(&format!("refused {transport} without a key")), "{out}");
+        assert!(
+            out.contains(&format!(
+                "{transport}: 16 classes over TLS with a key equal Label's"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("refused {transport} without a key")),
+            "{out}"
+        );
     }
     server.shutdown().await;
 }
@@ -513,10 +609,16 @@ async fn the_served_binary_and_the_client_commands_speak_tls_and_log_key_names_o
     assert!(out.contains("encoded 8 images"), "{out}");
     let (code, _, err) = aelabel_with_key(encode("b.csv"), None).await;
     assert_eq!(code, 1);
-    assert!(err.contains("UNAUTHENTICATED") && err.contains("needs an API key"), "{err}");
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("needs an API key"),
+        "{err}"
+    );
     let (code, _, err) = aelabel_with_key(encode("c.csv"), Some(key("reviewer"))).await;
     assert_eq!(code, 1);
-    assert!(err.contains("PERMISSION_DENIED") && err.contains("`label` scope"), "{err}");
+    assert!(
+        err.contains("PERMISSION_DENIED") && err.contains("`label` scope"),
+        "{err}"
+    );
     // Without --ca-cert the test CA is not trusted: the handshake fails, nothing is sent.
     let mut untrusted = encode("d.csv");
     untrusted.drain(3..5);
@@ -550,13 +652,29 @@ fn a_keys_file_that_cannot_be_read_or_parsed_stops_the_server_naming_file_and_li
         common::output_within(command)
     };
     let bad_lines = [
-        ("ops label", "expected `NAME SCOPE[,SCOPE…] KEY` (3 fields), found 2"),
-        ("ops lable k0123456789abcdefgh", "`lable` is not a scope: label, jobs or train"),
-        ("ops label short", "the key of `ops` is shorter than 16 characters"),
-        ("o/ps label k0123456789abcdefgh", "the name `o/ps` may hold only"),
+        (
+            "ops label",
+            "expected `NAME SCOPE[,SCOPE…] KEY` (3 fields), found 2",
+        ),
+        (
+            "ops lable k0123456789abcdefgh",
+            "`lable` is not a scope: label, jobs or train",
+        ),
+        (
+            "ops label short",
+            "the key of `ops` is shorter than 16 characters",
+        ),
+        (
+            "o/ps label k0123456789abcdefgh",
+            "the name `o/ps` may hold only",
+        ),
     ];
     for (line, reason) in bad_lines {
-        std::fs::write(&keys, format!("# keys\n\nfine label,jobs k0123456789abcdef0\n{line}\n")).unwrap();
+        std::fs::write(
+            &keys,
+            format!("# keys\n\nfine label,jobs k0123456789abcdef0\n{line}\n"),
+        )
+        .unwrap();
         let (code, out, err) = serve(&keys);
         assert_eq!(code, 1, "{line}: {out}{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
@@ -570,7 +688,10 @@ fn a_keys_file_that_cannot_be_read_or_parsed_stops_the_server_naming_file_and_li
     assert_eq!(code, 1);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(
-        err.contains(&format!("cannot read the API keys file {}", missing.display())),
+        err.contains(&format!(
+            "cannot read the API keys file {}",
+            missing.display()
+        )),
         "{err}"
     );
 }

@@ -50,10 +50,7 @@ impl Scope {
     }
 
     fn parse(text: &str) -> Option<Scope> {
-        Scope::ALL
-            .iter()
-            .find(|(_, n)| *n == text)
-            .map(|(s, _)| *s)
+        Scope::ALL.iter().find(|(_, n)| *n == text).map(|(s, _)| *s)
     }
 }
 

@@ -492,16 +492,14 @@ impl Application {
         let http_stopped = async {
             let _ = http_stopped.await;
         };
-        let http_task = self
-            .http_listener
-            .map(|listener| match &self.tls {
-                Some(tls) => tokio::spawn(http::serve(
-                    tls::accept_tls(listener, tls.http.clone()),
-                    routes,
-                    http_stopped,
-                )),
-                None => tokio::spawn(http::serve(listener, routes, http_stopped)),
-            });
+        let http_task = self.http_listener.map(|listener| match &self.tls {
+            Some(tls) => tokio::spawn(http::serve(
+                tls::accept_tls(listener, tls.http.clone()),
+                routes,
+                http_stopped,
+            )),
+            None => tokio::spawn(http::serve(listener, routes, http_stopped)),
+        });
 
         let grace = self.config.shutdown_grace;
         let status = reporter.clone();

@@ -2,13 +2,13 @@
 //! requests, the Labeller's answers to compare with, and a minimal HTTP/1.0 client.
 
 use super::server::{model_path, TestServer};
+use aelabel::client::Connection;
 use aelabel::wire as pb;
 use aelabel::wire::inference as oip;
 use oip::grpc_inference_service_client::GrpcInferenceServiceClient;
 use oip::model_infer_request::InferInputTensor;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use aelabel::client::Connection;
 
 /// The served test model's version.
 pub fn version() -> String {

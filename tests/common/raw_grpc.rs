@@ -3,11 +3,11 @@
 //! between many calls without copying it. Included with `#[path]` by the tests that use it.
 #![allow(dead_code)]
 
+use aelabel::client::Connection;
 use prost::bytes::{Buf, BufMut, Bytes};
 use std::time::Duration;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use aelabel::client::Connection;
 use tonic::Status;
 
 /// A codec that sends and receives message bodies as they are.

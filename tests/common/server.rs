@@ -2,12 +2,10 @@
 //! A server whose settings ask for TLS and API keys ([`super::tls::Doors`]) is reached the
 //! same way: the harness's clients trust the test CA and send the key with every scope.
 
+use aelabel::client::{Connection, Target};
 use aelabel::inference::EngineConfig;
 use aelabel::pipeline::{run, PipelineConfig};
-use aelabel::client::{Connection, Target};
-use aelabel::service::{
-    Application, JobWorkerConfig, ModelSource, Running, Security, ServeConfig,
-};
+use aelabel::service::{Application, JobWorkerConfig, ModelSource, Running, Security, ServeConfig};
 use aelabel::train::Silent;
 use aelabel::wire::labeller_client::LabellerClient;
 use std::net::SocketAddr;
@@ -156,8 +154,8 @@ impl TestServer {
     pub async fn start(config: ServeConfig, warm: bool) -> Self {
         // TestPki keeps its CA beside the server certificate.
         let ca_cert = (config.security.tls.as_ref()).map(|tls| tls.cert.with_file_name("ca.pem"));
-        let api_key = (config.security.api_keys.as_ref())
-            .map(|_| super::tls::admin_key().to_string());
+        let api_key =
+            (config.security.api_keys.as_ref()).map(|_| super::tls::admin_key().to_string());
         let app = Application::build(config).await.expect("server builds");
         let addr = app.grpc_addr();
         let http_addr = app.http_addr().expect("the HTTP port on");
@@ -212,7 +210,11 @@ impl TestServer {
 
     /// `http(s)://127.0.0.1:PORT{path}` on the HTTP port.
     pub fn http_url(&self, path: &str) -> String {
-        let scheme = if self.target.uses_tls() { "https" } else { "http" };
+        let scheme = if self.target.uses_tls() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}{path}", self.http_addr)
     }
 

@@ -458,23 +458,15 @@ impl Application {
             )),
         };
         if let (Some(tls), Some(settings)) = (&self.tls, &security.tls) {
+            let cert = tls.cert.clone();
             tokio::spawn(tls::follow_files(
-                tls.cert.clone(),
+                cert,
                 settings.reload_every,
                 stopping.clone(),
             ));
         }
-        // Probes' own port: plaintext health only, from the same reporter (`--health-addr`).
-        let health_task = self.health_listener.map(|listener| {
-            let health = tonic_health::pb::health_server::HealthServer::new(
-                tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
-            );
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(health)
-                    .serve_with_incoming(TcpIncoming::from(listener)),
-            )
-        });
+        let health_task =
+            (self.health_listener).map(|listener| security::spawn_health_port(listener, &reporter));
 
         let (stop_http, http_stopped) = oneshot::channel::<()>();
         let mut routes = http::metrics_routes(self.metrics.clone())
@@ -488,17 +480,11 @@ impl Application {
                 label_studio::routes(config, door, jobs, store).map_err(ServeError::Config)?,
             );
         }
-        let routes = routes.layer(auth);
-        let http_stopped = async {
-            let _ = http_stopped.await;
-        };
-        let http_task = self.http_listener.map(|listener| match &self.tls {
-            Some(tls) => tokio::spawn(http::serve(
-                tls::accept_tls(listener, tls.http.clone()),
-                routes,
-                http_stopped,
-            )),
-            None => tokio::spawn(http::serve(listener, routes, http_stopped)),
+        let http_task = self.http_listener.map(|listener| {
+            let tls = self.tls.as_ref().map(|tls| tls.http.clone());
+            http::spawn(listener, routes.layer(auth), tls, async {
+                let _ = http_stopped.await;
+            })
         });
 
         let grace = self.config.shutdown_grace;

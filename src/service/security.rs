@@ -8,6 +8,10 @@
 use super::auth::ApiKeys;
 use super::tls::TlsConfig;
 use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::{HealthReporter, HealthService};
 
 /// The gRPC health-only port the manifests probe when TLS is on (`--health-addr`).
 pub const DEFAULT_HEALTH_PORT: u16 = 50052;
@@ -35,4 +39,21 @@ impl Default for Security {
             health_addr: None,
         }
     }
+}
+
+/// Serves only `grpc.health.v1`, with `reporter`'s statuses, in plaintext on `listener`: the
+/// probes' own port (`--health-addr`). It stops when the task is aborted at shutdown's end,
+/// so probes see `NOT_SERVING` while the server drains.
+pub(crate) fn spawn_health_port(
+    listener: TcpListener,
+    reporter: &HealthReporter,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        HealthService::from_health_reporter(reporter.clone()),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    )
 }

@@ -11,6 +11,10 @@ if [ "${1:-}" = "--for-tests" ]; then
   # tests/deploy.rs renders deploy/k8s/ with kubectl's kustomize and validates it with a PyPI
   # package in a venv of its own; deploy/build-image.sh installs buildah itself.
   command -v kubectl >/dev/null || { echo "error: kubectl is not installed; tests/deploy.rs renders deploy/k8s/ with kubectl kustomize (kubectl 1.14 or newer)" >&2; exit 1; }
+  # tests/container.rs runs the built image with podman, on runc (crun 1.8 refuses hybrid
+  # cgroup v1/v2 hosts such as CI's).
+  command -v podman >/dev/null || need+=(podman)
+  command -v runc >/dev/null || need+=(runc)
   command -v python3 >/dev/null || need+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 fi

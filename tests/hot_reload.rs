@@ -169,6 +169,22 @@ fn assert_one_clean_switch(answers: &[Vec<Result<String, tonic::Status>>], old: 
     }
 }
 
+/// Successful `Label` calls, as `/metrics` counts them.
+const LABEL_OK: &str = "aelabel_requests_total{code=\"OK\",method=\"Label\"}";
+/// How long the load may take to get a given number of answers before the test fails.
+const LOAD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits until the server has answered `calls` `Label` calls successfully; fails after
+/// [`LOAD_DEADLINE`] instead of hanging.
+async fn answered_at_least(server: &TestServer, calls: f64) {
+    common::eventually(
+        LOAD_DEADLINE,
+        &format!("{calls} answered Label calls"),
+        || async { (metric(server, LABEL_OK).await.unwrap_or(0.0) >= calls).then_some(()) },
+    )
+    .await;
+}
+
 /// Activation under a steady stream of calls: zero failures, one switch per client, within
 /// the deadline; model info and metrics follow.
 async fn activation_switches_a_loaded_server(url: &str) {
@@ -177,34 +193,13 @@ async fn activation_switches_a_loaded_server(url: &str) {
     assert_eq!(served_version(&server).await, a);
     let load = Load::start(&server, 4).await;
     // Let every client get answers from the old model first.
-    while metric(
-        &server,
-        "aelabel_requests_total{code=\"OK\",method=\"Label\"}",
-    )
-    .await
-    .unwrap_or(0.0)
-        < 40.0
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    answered_at_least(&server, 40.0).await;
     let activated = Instant::now();
     store.activate(&b).await.unwrap();
     let took = wait_for_version(&server, &b, activated).await;
     // Keep the load on for a while on the new model, then look at every answer.
-    let served = metric(
-        &server,
-        "aelabel_requests_total{code=\"OK\",method=\"Label\"}",
-    )
-    .await;
-    while metric(
-        &server,
-        "aelabel_requests_total{code=\"OK\",method=\"Label\"}",
-    )
-    .await
-        < served.map(|n| n + 40.0)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let served = metric(&server, LABEL_OK).await.unwrap_or(0.0);
+    answered_at_least(&server, served + 40.0).await;
     let answers = load.finish().await;
     assert_one_clean_switch(&answers, &a, &b);
     eprintln!("switched from {a} to {b} in {took:?} under load");
@@ -324,8 +319,7 @@ async fn a_missing_artifact_is_refused_and_the_old_model_keeps_answering() {
 async fn a_database_outage_keeps_the_model_serving_and_activations_apply_when_it_is_back() {
     let db = TestDb::postgres().await;
     let (store, a, b) = two_models(&db.url).await;
-    let postgres = "127.0.0.1:5432".parse().unwrap();
-    let proxy = TcpProxy::start(postgres).await;
+    let proxy = TcpProxy::start(common::db::postgres_server_addr()).await;
     let server = registry_server(&db.url_via(proxy.addr)).await;
     assert_eq!(served_version(&server).await, a);
 

@@ -190,6 +190,8 @@ async fn a_killed_server_leaves_a_job_that_a_new_one_finishes(db: TestDb) {
         SLOW_BATCH,
         "--job-claim-secs",
         SHORT_LEASE_SECS,
+        // The worker, not AddImages, labels: the kill lands in its claims.
+        "--job-worker-only",
     ]);
     let mut first = ServerProcess::spawn(command);
     let mut client = jobs_client(&first).await;

@@ -199,6 +199,12 @@ async fn job_lifecycle(db: TestDb) {
         .await
         .unwrap();
     assert_eq!((first.added, first.duplicates), (500, 0));
+    let on_arrival = get_job(&mut client, &id).await.unwrap().counts.unwrap();
+    assert_eq!(
+        (on_arrival.total, on_arrival.pending),
+        (500, 0),
+        "the serving model labels images as they arrive"
+    );
     let again = add(&mut client, messages(&id, &pixels, 0..500))
         .await
         .unwrap();
@@ -279,18 +285,41 @@ async fn job_lifecycle(db: TestDb) {
         assert!(!row.class_name.is_empty());
     }
 
-    // Equal pixels under a new id: a new item, the image stored once.
-    let images_before = count(&db.url, "SELECT COUNT(*) FROM job_images").await;
+    // Equal pixels under a new id: a new item, labelled on arrival as the original was.
+    let k = rows.iter().position(|r| r.source != "human").unwrap();
     let copy = pb::AddImagesRequest {
         job_id: id.clone(),
-        images: vec![raw_image("copy-of-0", &pixels[..784])],
+        images: vec![raw_image("copy", &pixels[k * 784..(k + 1) * 784])],
     };
     let added = add(&mut client, vec![copy]).await.unwrap();
     assert_eq!((added.added, added.duplicates), (1, 0));
+    let rows = export(&mut client, &id).await;
+    let (original, copy) = (&rows[k], rows.last().unwrap());
+    assert_eq!(copy.id, "copy");
     assert_eq!(
-        count(&db.url, "SELECT COUNT(*) FROM job_images").await,
-        images_before
+        (&copy.class_name, copy.confidence),
+        (&original.class_name, original.confidence)
     );
+
+    // The model was serving when the images came: each was labelled on arrival, once, and
+    // the kept counts are the items' real counts.
+    let labelled_on_arrival = format!(
+        "SELECT COUNT(*) FROM items WHERE job_id = '{id}' AND labelled_by LIKE '%/add' \
+         AND labellings = 1"
+    );
+    assert_eq!(count(&db.url, &labelled_on_arrival).await, 501);
+    let counts = get_job(&mut client, &id).await.unwrap().counts.unwrap();
+    for (status, kept) in [
+        ("auto_accepted", counts.auto_accepted),
+        ("needs_review", counts.needs_review),
+        ("reviewed", counts.reviewed),
+        ("pending", counts.pending),
+    ] {
+        let sql =
+            format!("SELECT COUNT(*) FROM items WHERE job_id = '{id}' AND status = '{status}'");
+        assert_eq!(count(&db.url, &sql).await as u64, kept, "{status}");
+    }
+    assert_eq!(counts.total, 501);
 
     refusals(&mut client, &id, &a.id).await;
     server.shutdown().await;
@@ -335,7 +364,11 @@ async fn refusals(client: &mut LabelJobsClient<Connection>, job_id: &str, item_i
     };
     let e = add(client, vec![no_id]).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    assert!(e.message().starts_with("images[0].id:"), "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("AddImages message 1: images[0].id:"),
+        "{e:?}"
+    );
     let e = add(client, messages("no-such-job", &[0; 784], 0..1))
         .await
         .unwrap_err();
@@ -357,11 +390,13 @@ async fn two_servers_on_one_postgres_share_a_job_without_labelling_an_item_twice
     const IMAGES: usize = 3000;
     let db = TestDb::postgres().await;
     register_test_model(&db.url).await;
-    // Small claims and a short poll, so that both workers take part in a job this size.
+    // Small claims and a short poll, so that both workers take part in a job this size;
+    // images are only stored on arrival, so that the workers' claims share all the work.
     let jobs = JobWorkerConfig {
         claim_batch: 64,
         lease: Duration::from_secs(60),
         poll: Duration::from_millis(20),
+        label_on_arrival: false,
     };
     let (a, b) = (
         registry_server(&db.url, jobs).await,
@@ -419,7 +454,7 @@ async fn a_database_outage_makes_label_jobs_unavailable_while_the_labeller_keeps
     const JOBS: &str = "aelabel.v1.LabelJobs";
     let db = TestDb::postgres().await;
     register_test_model(&db.url).await;
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = TcpProxy::start(common::db::postgres_server_addr()).await;
     let server = registry_server(&db.url_via(proxy.addr), JobWorkerConfig::default()).await;
     let mut client = jobs_client(&server).await;
     let id = client

@@ -421,9 +421,11 @@ async fn readiness_follows_the_labeller_health_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_infer_takes_the_labellers_in_flight_slots() {
     let mut cfg = config();
-    // One slot, and a queue delay that keeps a single-image Label call holding it.
+    // One slot, and a lone image that waits in the batcher for a second one: the Label call
+    // holds the slot until the test lets it go (the queue delay is only a safety net).
     cfg.max_in_flight = 1;
-    cfg.engine.max_queue_delay = Duration::from_secs(3);
+    cfg.engine.max_batch = 2;
+    cfg.engine.max_queue_delay = Duration::from_secs(600);
     let server = TestServer::start(cfg, true).await;
     let (pixels, _) = test_images(1);
     let mut labeller = server.client().await;
@@ -469,9 +471,25 @@ async fn model_infer_takes_the_labellers_in_flight_slots() {
     )
     .await;
     assert_eq!(status, 429, "{}", String::from_utf8_lossy(&answer));
-    hold.await
-        .unwrap()
-        .expect("the call holding the slot is answered");
+    // The holder gives up: its slot comes back, and a full batch is answered at once.
+    hold.abort();
+    common::eventually(
+        Duration::from_secs(20),
+        "the slot given back",
+        || async move {
+            let scrape = common::metrics::scrape(metrics).await;
+            (scrape.value("aelabel_in_flight_requests", &[]) == 0.0).then_some(())
+        },
+    )
+    .await;
+    let (two, _) = test_images(2);
+    let answer = client(&server)
+        .await
+        .model_infer(raw_request("aelabel-encoder", &two))
+        .await
+        .expect("ModelInfer is answered once the slot is back")
+        .into_inner();
+    assert_eq!(answer.outputs[0].shape, [2, 30]);
     server.shutdown().await;
 }
 

@@ -140,6 +140,86 @@ async fn an_unreachable_database_is_one_line_naming_the_url_without_its_password
     assert!(stderr.contains("sqlite:// or postgres://"), "{stderr}");
 }
 
+/// One `models list --json` row: exactly the README's 11 keys, each with the value the
+/// checkpoint (its file, its metadata, its run's report.json) gives; registered between the
+/// two instants of `registered`.
+fn list_json_row_holds_the_checkpoint(
+    row: &serde_json::Value,
+    checkpoint: &std::path::Path,
+    registered: (std::time::SystemTime, std::time::SystemTime),
+) {
+    use serde_json::json;
+    let keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = [
+        "version",
+        "active",
+        "created_at",
+        "test_accuracy",
+        "path",
+        "sha256",
+        "preset",
+        "dataset",
+        "class_names",
+        "settings",
+        "metrics",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want, "list --json keys");
+
+    let meta = aelabel::model::Model::load(checkpoint).unwrap().meta;
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint.with_file_name("report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(row["version"], meta.version.as_str());
+    assert_eq!(row["active"], true);
+    // RFC 3339 in UTC (humantime accepts only the `Z` form), at the registration.
+    let created = row["created_at"].as_str().unwrap();
+    let at = humantime::parse_rfc3339(created).unwrap_or_else(|e| panic!("{created}: {e}"));
+    let second = Duration::from_secs(1);
+    assert!(
+        at + second >= registered.0 && at <= registered.1 + second,
+        "{created}"
+    );
+    assert_eq!(row["test_accuracy"], report["classifier"]["test_accuracy"]);
+    assert!(row["test_accuracy"].is_f64());
+    assert_eq!(
+        row["path"],
+        std::fs::canonicalize(checkpoint)
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    let sha = aelabel::model::sha256_hex(&std::fs::read(checkpoint).unwrap());
+    assert_eq!(row["sha256"], sha);
+    assert_eq!(row["preset"], "default");
+    assert_eq!(row["preset"], report["preset"]);
+    assert_eq!(row["dataset"], common::data_dir().display().to_string());
+    assert_eq!(row["class_names"], report["classifier"]["class_names"]);
+    assert_eq!(row["class_names"][0], "T-shirt/top");
+    // The test model: quick_pipeline_config's 200 labels, seed 3, 90 % target.
+    let layers = &report["pretrain"]["layers"];
+    assert_eq!(
+        row["settings"],
+        json!({"labels": 200, "seed": 3, "target_accuracy": 0.9, "encoder_widths": layers,
+               "decoder": meta.decoder, "input_size": [28, 28]})
+    );
+    assert_eq!(row["metrics"], meta.training);
+    assert_eq!(
+        row["metrics"]["test_accuracy"],
+        report["classifier"]["test_accuracy"]
+    );
+    assert_eq!(
+        row["metrics"]["auto_label_test_coverage"],
+        report["auto_label"]["test_coverage"]
+    );
+}
+
 /// `aelabel models …` through the binary: register real checkpoints, list as JSON, show,
 /// activate, roll back.
 fn models_commands(url: &str) {
@@ -157,7 +237,9 @@ fn models_commands(url: &str) {
     let b = aelabel::model::Model::load(second).unwrap().meta.version;
     assert_ne!(a, b);
 
+    let before = std::time::SystemTime::now();
     assert!(run(&["register", first.to_str().unwrap()]).contains("active"));
+    let after = std::time::SystemTime::now();
     let out = run(&["register", second.to_str().unwrap()]);
     assert!(
         out.contains(&format!("aelabel models activate {b}")),
@@ -168,32 +250,8 @@ fn models_commands(url: &str) {
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let row = |v: &str| rows.iter().find(|r| r["version"] == v).unwrap().clone();
-    for key in [
-        "version",
-        "active",
-        "created_at",
-        "test_accuracy",
-        "path",
-        "sha256",
-    ] {
-        assert!(row(&a).get(key).is_some(), "list --json lacks `{key}`");
-    }
-    assert_eq!(row(&a)["active"], true);
+    list_json_row_holds_the_checkpoint(&row(&a), first, (before, after));
     assert_eq!(row(&b)["active"], false);
-    let sha = aelabel::model::sha256_hex(&std::fs::read(first).unwrap());
-    assert_eq!(row(&a)["sha256"], sha);
-    assert_eq!(
-        row(&a)["path"],
-        std::fs::canonicalize(first).unwrap().display().to_string()
-    );
-    let trained: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(first.with_file_name("report.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        row(&a)["test_accuracy"],
-        trained["classifier"]["test_accuracy"]
-    );
 
     let shown: serde_json::Value = serde_json::from_str(&run(&["show", &b])).unwrap();
     assert_eq!(shown["version"], b.as_str());

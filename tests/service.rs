@@ -449,6 +449,62 @@ async fn health_goes_not_serving_then_serving_then_not_serving_at_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_through_the_server_when_the_engines_worker_dies() {
+    use std::time::Duration;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let server = TestServer::default().await;
+    let mut health = HealthClient::new(server.channel().await);
+    let ask = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let mut watch = health
+        .watch(ask("aelabel.v1.Labeller"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+
+    server.stop_engine_worker();
+    // The server looks at its engine every registry poll (1 s for a model file).
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("health changed within 10 s of the worker's death")
+        .unwrap()
+        .expect("the watch goes on");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    for service in ["", "aelabel.v1.Labeller"] {
+        let status = health
+            .check(ask(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    // Calls are refused with the reason, not left waiting.
+    let (pixels, _) = test_images(1);
+    let refused = server
+        .client()
+        .await
+        .label(pb::LabelRequest {
+            images: wire_images(&pixels),
+            review_threshold: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (Code::Unavailable, "the inference engine has stopped")
+    );
+    drop(watch);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_v1_and_v1alpha_list_the_services() {
     let server = TestServer::default().await;
     let want = ["aelabel.v1.Labeller", "grpc.health.v1.Health"];

@@ -23,8 +23,10 @@ const MAX_BATCH: usize = 4;
 const MAX_SIDE: u32 = 1024;
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const DECODE_BUDGET_BYTES: u64 = 1 << 20;
-/// How long the in-flight row's holding call waits in the engine's queue.
-const HOLD: Duration = Duration::from_secs(3);
+/// The busy server's queue delay: a one-image call waits this long for a full batch, so it
+/// holds the only slot until the test lets it go. Only a safety net: the test never waits
+/// for it, it releases the slot itself.
+const HOLD: Duration = Duration::from_secs(600);
 
 /// One refusal: what is sent, where, and what must come back.
 struct Refusal {
@@ -298,7 +300,7 @@ async fn refusals_hold(doors: Doors) {
     cfg.max_message_bytes = MAX_MESSAGE_BYTES;
     cfg.max_decode_bytes = DECODE_BUDGET_BYTES;
     let server = TestServer::start(cfg.clone(), true).await;
-    // One slot, and a queue delay that keeps a single-image call in it for HOLD.
+    // One slot, and a queue delay that keeps a single-image call in it until it is released.
     cfg.max_in_flight = 1;
     cfg.engine.max_queue_delay = HOLD;
     let busy = TestServer::start(cfg, true).await;
@@ -319,9 +321,15 @@ async fn refusals_hold(doors: Doors) {
             for &method in row.methods {
                 check(&mut busy_client, row, method).await;
             }
-            hold.await
-                .unwrap()
-                .expect("the call holding the slot is answered");
+            // The holder gives up: its slot comes back, and a full batch is answered at once
+            // (its lone image never completed one).
+            hold.abort();
+            until_in_flight(&busy, 0.0).await;
+            let full = (0..MAX_BATCH).map(|i| good_image(&i.to_string())).collect();
+            busy_client
+                .unary(Method::Label, Bytes::from(body(full, None)))
+                .await
+                .expect("a call after the slot came back is answered");
         } else {
             for &method in row.methods {
                 check(&mut client, row, method).await;

@@ -1,5 +1,6 @@
 //! Command-line interface: flags (each also an `AELABEL_*` variable) and dispatch.
 
+mod bench;
 mod bench_loop;
 mod jobs;
 mod label_studio;
@@ -16,9 +17,8 @@ use crate::client::{self, bench::LoadTest, bench::Rpc, EncodeJob, LabelJob};
 use crate::config::{
     aelabel_home, parse_fraction, parse_input_size, parse_layers, parse_positive, Widths,
 };
-use crate::data::{is_idx_dir, DataOptions, Dataset, DEFAULT_DATA_DIR, DEFAULT_LABELS};
-use crate::inference::{Engine, EngineConfig, NoObserver, Task};
-use crate::model::Model;
+use crate::data::{is_idx_dir, DataOptions, DEFAULT_DATA_DIR, DEFAULT_LABELS};
+use crate::inference::{EngineConfig, Task};
 use crate::pipeline::{self, PipelineConfig, Preset, PretrainMode};
 use crate::progress::Progress;
 use crate::service::{
@@ -27,12 +27,10 @@ use crate::service::{
 };
 use crate::store::Store;
 use crate::telemetry::LogFormat;
-use crate::train::bench::bench_train;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Semi-supervised image labelling: pretrain on all images, fine-tune on a few labels.
@@ -147,6 +145,10 @@ pub struct ServeArgs {
     /// one, after a restart) may take the items over.
     #[arg(long, default_value_t = 60.0, env = "AELABEL_JOB_CLAIM_SECS")]
     pub job_claim_secs: f64,
+    /// Label job images only in the background worker, never as they arrive: AddImages then
+    /// only stores them (for ingest replicas that should spend no CPU on inference).
+    #[arg(long, env = "AELABEL_JOB_WORKER_ONLY")]
+    pub job_worker_only: bool,
     /// How often the worker looks for pending label-job items it was not told about
     /// (images added through another server), in milliseconds.
     #[arg(long, default_value_t = 500, env = "AELABEL_JOB_POLL_MS", value_parser = parse_positive)]
@@ -218,7 +220,7 @@ pub struct EncodeArgs {
 pub struct BenchArgs {
     /// In-process benchmarks.
     #[command(subcommand)]
-    pub command: Option<BenchCommand>,
+    pub command: Option<bench::BenchCommand>,
     /// Server to load (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(long)]
     pub server: Option<String>,
@@ -321,80 +323,6 @@ pub struct PipelineArgs {
     pub db: DatabaseArgs,
 }
 
-/// `aelabel bench …`
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Time joint pretraining epochs of the reference recipe on the 55,000 training images.
-    Train(BenchTrainArgs),
-    /// Time the in-process inference engine: batched throughput and one-image latency.
-    Engine(BenchEngineArgs),
-    /// Time reading an image folder: decoding, grayscale and resizing on all threads.
-    Decode(BenchDecodeArgs),
-    /// Simulate the labelling loop in process (true labels stand in for people).
-    Loop(bench_loop::BenchLoopArgs),
-    /// Draw lines from a JSON description as a PNG (for benchmark scripts).
-    Plot(bench_loop::BenchPlotArgs),
-}
-
-/// Flags of `aelabel bench decode`.
-#[derive(Debug, Args)]
-pub struct BenchDecodeArgs {
-    /// The image folder (class sub-folders and/or unlabelled images).
-    pub dir: PathBuf,
-    /// Resize to this size (`N` or `W×H`) [default: the images' own size when all share one].
-    #[arg(long, value_parser = parse_input_size)]
-    pub input_size: Option<(usize, usize)>,
-    /// Threads decoding in parallel.
-    #[arg(long, default_value_t = default_threads(), value_parser = parse_positive)]
-    pub threads: usize,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Flags of `aelabel bench engine`.
-#[derive(Debug, Args)]
-pub struct BenchEngineArgs {
-    /// The model [default: the default pipeline run's model.safetensors].
-    #[arg(long, env = "AELABEL_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Task to time.
-    #[arg(long, value_enum, default_value = "encode")]
-    pub rpc: Rpc,
-    /// Images per batched pass.
-    #[arg(long, default_value_t = 1024, value_parser = parse_positive)]
-    pub batch: usize,
-    /// Engine threads.
-    #[arg(long, default_value_t = 2, value_parser = parse_positive)]
-    pub threads: usize,
-    /// Directory with Fashion-MNIST; its t10k images are the benchmark's inputs.
-    #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
-    pub data: PathBuf,
-    /// Seconds of batched passes (half as long again for one-image passes).
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Flags of `aelabel bench train`.
-#[derive(Debug, Args)]
-pub struct BenchTrainArgs {
-    /// Directory with the Fashion-MNIST IDX files.
-    #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
-    pub data: PathBuf,
-    /// Threads for the matrix products.
-    #[arg(long, default_value_t = 1, value_parser = parse_positive)]
-    pub threads: usize,
-    /// Epochs to time (the median is reported).
-    #[arg(long, default_value_t = 3, value_parser = parse_positive)]
-    pub epochs: usize,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -479,6 +407,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             claim_batch: args.job_batch,
             lease: seconds(args.job_claim_secs, "--job-claim-secs")?,
             poll: Duration::from_millis(args.job_poll_ms as u64),
+            label_on_arrival: !args.job_worker_only,
         },
         label_studio: args.label_studio.config(args.threads)?,
         training: (!args.no_training).then(|| args.training.config(true)),
@@ -621,35 +550,6 @@ fn default_run_dir(args: &PipelineArgs) -> PathBuf {
     aelabel_home().join("runs").join(name)
 }
 
-/// `aelabel bench decode`: reads a folder the way the pipeline does and reports images/s.
-fn bench_decode(args: BenchDecodeArgs) -> anyhow::Result<()> {
-    init_threads(args.threads);
-    let options = crate::data::FolderOptions {
-        input_size: args.input_size,
-        ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    let read = crate::data::read_image_folder(&args.dir, &options, &|_, _| {})?;
-    let seconds = started.elapsed().as_secs_f64();
-    let images = read.images.len();
-    let rate = images as f64 / seconds.max(1e-9);
-    let (w, h) = (read.images.width, read.images.height);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"images": images, "skipped": read.skipped.len(), "seconds": seconds,
-                "images_per_second": rate, "threads": args.threads, "input_size": [w, h]})
-        );
-    } else {
-        println!(
-            "decoded {images} images to {w}×{h} grayscale in {seconds:.2} s on {} thread(s): {rate:.0} images/s ({} skipped)",
-            args.threads,
-            read.skipped.len()
-        );
-    }
-    Ok(())
-}
-
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -732,75 +632,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchArgs {
-            command: Some(BenchCommand::Engine(args)),
+            command: Some(command),
             ..
-        }) => {
-            let model = Model::load(&args.model.unwrap_or_else(default_model))?;
-            let engine = Engine::start(
-                model,
-                &EngineConfig {
-                    threads: args.threads,
-                    ..EngineConfig::default()
-                },
-                Arc::new(NoObserver),
-            )?;
-            let sample =
-                crate::data::read_idx_images(&args.data.join("t10k-images-idx3-ubyte.gz"))?.pixels;
-            let r = client::bench::bench_engine(
-                &engine,
-                task_of(args.rpc),
-                args.batch,
-                args.threads,
-                seconds(args.seconds, "--seconds")?,
-                &sample,
-            )?;
-            if args.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "engine {} batch {} on {} thread(s): {:.0} images/s; one image p50 {:.1} µs, p99 {:.1} µs",
-                    r.task, r.batch, r.threads, r.images_per_second, r.single_image_p50_us, r.single_image_p99_us
-                );
-            }
-            Ok(())
-        }
-        Command::Bench(BenchArgs {
-            command: Some(BenchCommand::Decode(args)),
-            ..
-        }) => bench_decode(args),
-        Command::Bench(BenchArgs {
-            command: Some(BenchCommand::Loop(args)),
-            ..
-        }) => {
-            init_threads(args.threads);
-            bench_loop::bench_loop(args, cli.quiet)
-        }
-        Command::Bench(BenchArgs {
-            command: Some(BenchCommand::Plot(args)),
-            ..
-        }) => bench_loop::bench_plot(args),
-        Command::Bench(BenchArgs {
-            command: Some(BenchCommand::Train(args)),
-            ..
-        }) => {
-            init_threads(args.threads);
-            let data = Dataset::idx(&args.data, false)?;
-            let r = bench_train(
-                crate::model::Inputs::Bytes(&data.train.pixels),
-                data.train.len(),
-                &[784, 100, 30],
-                args.epochs,
-                args.threads,
-            );
-            if args.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "joint pretraining, reference recipe (784-100-30-100-784, SGD 1.5, batch 32), {} thread(s): {:.3} s/epoch (median of {}), {:.0} images/s, final loss {:.4}",
-                    r.threads, r.seconds_per_epoch, r.epoch_seconds.len(), r.images_per_second, r.final_loss
-                );
-            }
-            Ok(())
-        }
+        }) => bench::bench_command(command, cli.quiet),
     }
 }

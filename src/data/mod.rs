@@ -10,6 +10,7 @@ mod idx;
 mod images;
 mod jpeg;
 mod labels_csv;
+mod pool;
 mod split;
 
 pub use dataset::{read_idx_pair, resize_set, DataOptions, Dataset, SourceKind, IDX_VALID_SIZE};
@@ -19,6 +20,7 @@ pub use folder::{
 };
 pub use idx::{read_idx_images, read_idx_labels, IdxImages};
 pub use images::{bytes_to_unit, to_unit, ClassId, ImageSet};
+pub use pool::{pool_variant, write_pool};
 pub use split::{
     split, stratified_subset, SplitOptions, TrainingData, DEFAULT_LABELS, DEFAULT_VALID_FRACTION,
     MIN_LABELS_PER_CLASS,

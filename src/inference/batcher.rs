@@ -45,7 +45,8 @@ impl Future for Pending {
     }
 }
 
-/// Starts the worker; it stops when every sender is gone and the queue is drained.
+/// Starts the worker; it stops when every sender is gone and the queue is drained, or (a test
+/// hook, see `Engine::stop_worker`) when `halt` is set, dropping the jobs it holds.
 pub(crate) fn spawn(
     runner: Arc<Runner>,
     max_batch: usize,
@@ -53,6 +54,7 @@ pub(crate) fn spawn(
     queued: Arc<AtomicUsize>,
     observer: Arc<dyn EngineObserver>,
     alive: Arc<AtomicBool>,
+    halt: Arc<AtomicBool>,
 ) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
@@ -66,6 +68,10 @@ pub(crate) fn spawn(
                 let taken: usize = jobs.iter().map(|j| j.images.len()).sum();
                 let depth = queued.fetch_sub(taken, Ordering::Relaxed) - taken;
                 observer.queue_depth(depth);
+                if halt.load(Ordering::Acquire) {
+                    // Ends like a crash: the jobs are dropped, their callers see `Stopped`.
+                    break;
+                }
                 run_jobs(&runner, jobs, observer.as_ref());
             }
         })?;

@@ -269,6 +269,7 @@ pub struct Engine {
     queued_images: Arc<AtomicUsize>,
     observer: Arc<dyn EngineObserver>,
     alive: Arc<AtomicBool>,
+    halt: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -289,6 +290,7 @@ impl Engine {
         let runner = Arc::new(Runner::new(model, pool, threads));
         let queued_images = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicBool::new(true));
+        let halt = Arc::new(AtomicBool::new(false));
         let queue = batcher::spawn(
             runner.clone(),
             config.max_batch.max(1),
@@ -296,6 +298,7 @@ impl Engine {
             queued_images.clone(),
             observer.clone(),
             alive.clone(),
+            halt.clone(),
         )
         .map_err(|e| EngineError::Threads(e.to_string()))?;
         Ok(Self {
@@ -307,7 +310,21 @@ impl Engine {
             queued_images,
             observer,
             alive,
+            halt,
         })
+    }
+
+    /// Test hook, not an API: ends the worker thread as a crash in the maths would (the jobs
+    /// it holds are dropped and their callers get [`EngineError::Stopped`]; then
+    /// [`Engine::is_running`] turns false), so tests can watch a server's health follow a dead
+    /// engine without a model that crashes.
+    #[doc(hidden)]
+    pub fn stop_worker(&self) {
+        self.halt.store(true, Ordering::Release);
+        // Wakes the worker with one blank image whose answer nobody waits for.
+        if let Some(blank) = ImageBatch::new(vec![0; self.image_size], self.image_size) {
+            drop(self.submit(Task::Encode, blank));
+        }
     }
 
     /// False once the worker thread has ended (only a crash ends it while the engine lives):

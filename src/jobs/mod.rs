@@ -8,7 +8,6 @@ pub mod training;
 use crate::inference::Prediction;
 use crate::model::ModelMeta;
 use crate::train::metrics::{choose_threshold_at, ACCEPT_NOTHING, BOUND_Z};
-use sha2::{Digest, Sha256};
 
 /// Where an item of a job stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -162,22 +161,14 @@ pub struct Job {
 pub struct NewImage {
     /// The client's id, unique within the job.
     pub client_id: String,
-    /// Lower-case hex SHA-256 of the pixels: equal images are stored once per job.
-    pub sha256: String,
-    /// 8-bit grayscale pixels, row-major.
+    /// 8-bit grayscale pixels at the job's input size, row-major.
     pub pixels: Vec<u8>,
 }
 
 impl NewImage {
-    /// An image with its content hash.
+    /// The image `client_id` with its pixels.
     pub fn new(client_id: String, pixels: Vec<u8>) -> Self {
-        let digest = Sha256::digest(&pixels);
-        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Self {
-            client_id,
-            sha256,
-            pixels,
-        }
+        Self { client_id, pixels }
     }
 }
 
@@ -334,6 +325,8 @@ pub struct ClaimedItem {
     pub image_size: usize,
     /// The job's own model, which labels it instead of the serving model once it has one.
     pub job_model: Option<String>,
+    /// The first item of the run of items whose pixels are stored with its own.
+    pub batch_seq: i64,
     /// The image.
     pub pixels: Vec<u8>,
 }
@@ -420,5 +413,34 @@ mod tests {
                 source: LabelSource::Human
             }
         );
+    }
+}
+
+/// What decides which model labels a job's images and where it accepts: read per AddImages
+/// message and per claimed run of items.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelSettings {
+    /// The job's own model, which labels it once it has one.
+    pub job_model: Option<String>,
+    /// The job brought its own classes: without a model of its own its items wait.
+    pub own_classes: bool,
+    /// The job's threshold, if it set one.
+    pub auto_accept_threshold: Option<f32>,
+    /// The job's target accuracy, if it set one.
+    pub target_accuracy: Option<f32>,
+    /// The job's input size (width × height pixels).
+    pub image_size: usize,
+}
+
+impl ClaimedItem {
+    /// The labelling settings the item was claimed with (claimed items never wait).
+    pub fn settings(&self) -> LabelSettings {
+        LabelSettings {
+            job_model: self.job_model.clone(),
+            own_classes: false,
+            auto_accept_threshold: self.auto_accept_threshold,
+            target_accuracy: self.target_accuracy,
+            image_size: self.image_size,
+        }
     }
 }

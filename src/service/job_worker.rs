@@ -5,11 +5,10 @@
 //! model; other jobs by the serving model (their items wait while none is active). Items of a
 //! job that brought its own classes wait unclaimed (status `waiting`) for its first model.
 
-use crate::inference::Prediction;
-use crate::inference::{Engine, EngineError, EngineHandle, ImageBatch};
+use super::job_labelling::{JobModels, LabelError};
+use crate::inference::{Engine, EngineHandle};
 use crate::jobs::{ClaimedItem, LabelledItem};
-use crate::model::Model;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -26,6 +25,9 @@ pub struct JobWorkerConfig {
     /// How often to look for pending items without being woken (images added through
     /// another server).
     pub poll: Duration,
+    /// Label images as AddImages receives them, with the model that labels their job (the
+    /// worker then only labels what could not be labelled then).
+    pub label_on_arrival: bool,
 }
 
 impl Default for JobWorkerConfig {
@@ -34,19 +36,9 @@ impl Default for JobWorkerConfig {
             claim_batch: 1024,
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(500),
+            label_on_arrival: true,
         }
     }
-}
-
-/// Why a round of work stopped.
-#[derive(Debug, thiserror::Error)]
-enum WorkError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("{0}")]
-    Model(String),
 }
 
 /// The worker of one server.
@@ -63,18 +55,20 @@ pub(crate) struct JobWorker {
     pub reporter: HealthReporter,
     /// Turns true when shutdown begins.
     pub stopping: watch::Receiver<bool>,
-    /// The job model labelling now, kept between claims.
-    pub job_models: tokio::sync::Mutex<Option<(String, Arc<Model>)>>,
+    /// The models that label jobs (shared with AddImages).
+    pub models: Arc<JobModels>,
+    /// This server's instance id: who labelled the items it records.
+    pub id: String,
 }
 
 impl JobWorker {
     /// Works until shutdown begins.
     pub(crate) async fn run(mut self) {
-        let id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let id = self.id.clone();
         let mut database_up = None;
         loop {
             let round = self.drain(&id).await;
-            let up = !matches!(round, Err(WorkError::Store(_)));
+            let up = !matches!(round, Err(LabelError::Store(_)));
             if database_up != Some(up) {
                 let status = if up {
                     ServingStatus::Serving
@@ -105,7 +99,7 @@ impl JobWorker {
     }
 
     /// Claims, labels and records until nothing is pending.
-    async fn drain(&mut self, worker_id: &str) -> Result<(), WorkError> {
+    async fn drain(&mut self, worker_id: &str) -> Result<(), LabelError> {
         loop {
             if *self.stopping.borrow() {
                 return Ok(());
@@ -136,7 +130,7 @@ impl JobWorker {
         &mut self,
         engine: Option<&Engine>,
         claimed: Vec<ClaimedItem>,
-    ) -> Result<Vec<LabelledItem>, WorkError> {
+    ) -> Result<Vec<LabelledItem>, LabelError> {
         let mut labelled = Vec::with_capacity(claimed.len());
         let runs = claimed.chunk_by(|a, b| {
             a.job_id == b.job_id
@@ -145,114 +139,29 @@ impl JobWorker {
                 && a.job_model == b.job_model
         });
         for run in runs {
-            let first = &run[0];
-            if let Some(version) = &first.job_model {
-                labelled.extend(self.label_with_job_model(run, version).await?);
-                continue;
-            }
-            let Some(engine) = engine else {
+            let settings = run[0].settings();
+            let run: Vec<&ClaimedItem> = run
+                .iter()
+                .filter(|i| i.pixels.len() == settings.image_size)
+                .collect();
+            let pixels = run.iter().flat_map(|i| i.pixels.iter().copied()).collect();
+            let Some(answers) = self.models.label(engine, &settings, pixels).await? else {
+                if let Some(first) = run.first() {
+                    tracing::debug!(job = %first.job_id, "label jobs: no model labels the job now; left pending");
+                }
                 continue;
             };
-            let version = engine.meta().version.clone();
-            if first.image_size != engine.image_size() {
-                tracing::warn!(
-                    job = %first.job_id,
-                    "label jobs: the job's images are not the serving model's input size; left pending"
-                );
-                continue;
-            }
-            let threshold = crate::jobs::accept_threshold(
-                first.auto_accept_threshold,
-                first.target_accuracy,
-                engine.meta(),
-            );
-            for chunk in run.chunks(engine.max_batch()) {
-                let pixels = chunk
-                    .iter()
-                    .flat_map(|i| i.pixels.iter().copied())
-                    .collect();
-                let Some(images) = ImageBatch::new(pixels, first.image_size) else {
-                    continue;
-                };
-                let predictions = engine.label(images, threshold)?.await?;
-                labelled.extend(chunk.iter().zip(predictions).map(|(item, prediction)| {
-                    LabelledItem {
+            labelled.extend(
+                run.iter()
+                    .zip(answers.predictions)
+                    .map(|(item, prediction)| LabelledItem {
                         job_id: item.job_id.clone(),
                         seq: item.seq,
                         prediction,
-                        model_version: version.clone(),
-                    }
-                }));
-            }
-        }
-        Ok(labelled)
-    }
-
-    /// Labels items of a job that has its own model with that model (loaded from the
-    /// registry, kept while consecutive claims use it), on a blocking thread.
-    async fn label_with_job_model(
-        &self,
-        run: &[ClaimedItem],
-        version: &str,
-    ) -> Result<Vec<LabelledItem>, WorkError> {
-        let model = self.job_model(version).await?;
-        let first = &run[0];
-        let threshold = crate::jobs::accept_threshold(
-            first.auto_accept_threshold,
-            first.target_accuracy,
-            &model.meta,
-        );
-        let items: Vec<(String, i64, Vec<u8>)> = run
-            .iter()
-            .map(|i| (i.job_id.clone(), i.seq, i.pixels.clone()))
-            .collect();
-        let version = version.to_string();
-        let labelled = tokio::task::spawn_blocking(move || {
-            let size = model.meta.input_width * model.meta.input_height;
-            let pixels: Vec<u8> = items
-                .iter()
-                .filter(|(_, _, p)| p.len() == size)
-                .flat_map(|(_, _, p)| p.iter().copied())
-                .collect();
-            let probabilities = crate::model::probabilities_rows(
-                &model.classifier,
-                crate::model::Inputs::Bytes(&pixels),
-                1,
+                        model_version: answers.version.clone(),
+                    }),
             );
-            let classes = model.meta.class_names.len();
-            items
-                .into_iter()
-                .filter(|(_, _, p)| p.len() == size)
-                .zip(probabilities.chunks_exact(classes))
-                .map(|((job_id, seq, _), p)| LabelledItem {
-                    job_id,
-                    seq,
-                    prediction: Prediction::new(p.to_vec(), &model.meta.class_names, threshold),
-                    model_version: version.clone(),
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| WorkError::Model(format!("labelling stopped: {e}")))?;
-        Ok(labelled)
-    }
-
-    /// The job model `version`, from the cache or loaded from its registered file.
-    async fn job_model(&self, version: &str) -> Result<Arc<Model>, WorkError> {
-        let mut cache = self.job_models.lock().await;
-        if let Some((cached, model)) = cache.as_ref() {
-            if cached == version {
-                return Ok(model.clone());
-            }
         }
-        let record = self.store.model(version).await?;
-        let path = record.path.clone();
-        let model = tokio::task::spawn_blocking(move || Model::load(&path))
-            .await
-            .map_err(|e| WorkError::Model(format!("model loading stopped: {e}")))?
-            .map_err(|e| WorkError::Model(e.to_string()))?;
-        let model = Arc::new(model);
-        *cache = Some((version.to_string(), model.clone()));
-        Ok(model)
+        Ok(labelled)
     }
 }

@@ -4,9 +4,10 @@
 
 use super::convert::{self, ImageRules};
 use super::job_convert as wire;
+use super::job_labelling::JobModels;
 use super::labeller::{lower_priority_for_image_work, reserve};
 use crate::inference::EngineHandle;
-use crate::jobs::{Added, NewImage};
+use crate::jobs::NewImage;
 use crate::store::Store;
 use crate::wire::label_jobs_server::LabelJobs;
 use crate::wire::{self as pb};
@@ -26,6 +27,9 @@ pub struct LabelJobsService {
     rules: ImageRules,
     decode_budget: Arc<Semaphore>,
     work: Arc<Notify>,
+    models: Arc<JobModels>,
+    /// Labels images as they arrive, recorded as this server's (`None`: the worker does).
+    arrival_labeller: Option<String>,
     training: LoopSettings,
 }
 
@@ -39,13 +43,15 @@ struct LoopSettings {
 
 impl LabelJobsService {
     /// A service over `store`; new jobs bring their own classes and input size, or take the
-    /// model's serving at creation; `work` wakes the worker when images arrive. `rules` gives the limits (its
+    /// model's serving at creation; `models` label images as they arrive, and `work` wakes
+    /// the worker when images arrive that they could not label. `rules` gives the limits (its
     /// width and height are replaced by each job's).
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         engine: Arc<EngineHandle>,
         rules: ImageRules,
         work: Arc<Notify>,
+        models: Arc<JobModels>,
     ) -> Self {
         Self {
             store,
@@ -57,6 +63,8 @@ impl LabelJobsService {
                     .min(Semaphore::MAX_PERMITS),
             )),
             work,
+            models,
+            arrival_labeller: None,
             training: LoopSettings {
                 wake: Arc::new(Notify::new()),
                 selection: Arc::new(Semaphore::new(1)),
@@ -64,6 +72,17 @@ impl LabelJobsService {
                 retrain_every: None,
             },
         }
+    }
+
+    /// Labels images as they arrive, recording them as labelled by `server` (`None`: only
+    /// the background worker labels).
+    pub(crate) fn labelling_on_arrival(mut self, server: Option<String>) -> Self {
+        self.arrival_labeller = server;
+        self
+    }
+
+    pub(super) fn arrival_labeller(&self) -> Option<&str> {
+        self.arrival_labeller.as_deref()
     }
 
     /// Wakes `wake` when a training run is queued, chooses items with `threads`, and queues a
@@ -88,6 +107,27 @@ impl LabelJobsService {
         &self.store
     }
 
+    pub(super) fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    pub(super) fn models(&self) -> &JobModels {
+        &self.models
+    }
+
+    pub(super) fn wake_worker(&self) {
+        self.work.notify_one();
+    }
+
+    /// The image rules for a job of `width` × `height`.
+    pub(super) fn rules_for(&self, width: u32, height: u32) -> ImageRules {
+        ImageRules {
+            width,
+            height,
+            ..self.rules
+        }
+    }
+
     pub(super) fn selection(&self) -> &Semaphore {
         &self.training.selection
     }
@@ -108,16 +148,11 @@ impl LabelJobsService {
         width: u32,
         height: u32,
     ) -> Result<Vec<NewImage>, Status> {
-        let rules = ImageRules {
-            width,
-            height,
-            ..self.rules
-        };
-        self.parse(images, rules).await
+        self.parse(images, self.rules_for(width, height)).await
     }
 
-    /// Parses one message's images at the job's input size, off the reactor, and hashes them.
-    async fn parse(
+    /// Parses one message's images at the job's input size, off the reactor.
+    pub(super) async fn parse(
         &self,
         images: Vec<pb::Image>,
         rules: ImageRules,
@@ -173,46 +208,7 @@ impl LabelJobs for LabelJobsService {
         &self,
         request: Request<Streaming<pb::AddImagesRequest>>,
     ) -> Result<Response<pb::AddImagesResponse>, Status> {
-        let mut stream = request.into_inner();
-        let mut job_id = String::new();
-        let mut rules = self.rules;
-        let mut total = Added::default();
-        while let Some(message) = stream.message().await? {
-            if job_id.is_empty() {
-                job_id = wire::required("job_id", &message.job_id)?.to_string();
-                let spec = self
-                    .store
-                    .job_spec(&job_id)
-                    .await
-                    .map_err(|e| wire::store_status(e, "class"))?;
-                rules.width = spec.input_width;
-                rules.height = spec.input_height;
-            } else if !message.job_id.is_empty() && message.job_id != job_id {
-                return Err(Status::invalid_argument(format!(
-                    "job_id: `{}` differs from the stream's first message (`{job_id}`); use one stream per job",
-                    message.job_id
-                )));
-            }
-            if message.images.is_empty() {
-                continue;
-            }
-            let images = self.parse(message.images, rules).await?;
-            let added = self
-                .store
-                .add_images(&job_id, &images)
-                .await
-                .map_err(|e| wire::store_status(e, "class"))?;
-            total.added += added.added;
-            total.duplicates += added.duplicates;
-            if added.added > 0 {
-                self.work.notify_one();
-            }
-        }
-        wire::required("job_id", &job_id)?;
-        Ok(Response::new(pb::AddImagesResponse {
-            added: total.added,
-            duplicates: total.duplicates,
-        }))
+        self.add(request).await
     }
 
     async fn get_job(

@@ -16,7 +16,9 @@ pub mod codec;
 mod codes;
 pub mod convert;
 pub mod http;
+mod job_add;
 pub mod job_convert;
+mod job_labelling;
 mod job_loop;
 mod job_worker;
 mod jobs;
@@ -405,16 +407,32 @@ impl Application {
         let work = Arc::new(Notify::new());
         let training_wake = Arc::new(Notify::new());
         let selection_threads = self.config.training.as_ref().map_or(1, |t| t.threads);
-        let jobs_service = self.store.clone().map(|store| {
-            Arc::new(
-                LabelJobsService::new(store, self.engine.clone(), rules, work.clone())
-                    .with_training(
-                        training_wake.clone(),
-                        selection_threads,
-                        self.config.retrain_every,
-                    ),
-            )
-        });
+        // Who labelled an item: this server's worker, or `…/add` for its AddImages.
+        let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let models = self
+            .store
+            .clone()
+            .map(|store| Arc::new(job_labelling::JobModels::new(store)));
+        let jobs_service = self
+            .store
+            .clone()
+            .zip(models.clone())
+            .map(|(store, models)| {
+                Arc::new(
+                    LabelJobsService::new(store, self.engine.clone(), rules, work.clone(), models)
+                        .labelling_on_arrival(
+                            self.config
+                                .jobs
+                                .label_on_arrival
+                                .then(|| format!("{instance}/add")),
+                        )
+                        .with_training(
+                            training_wake.clone(),
+                            selection_threads,
+                            self.config.retrain_every,
+                        ),
+                )
+            });
         let label_jobs = jobs_service.clone().map(|service| {
             LabelJobsServer::from_arc(service)
                 .max_decoding_message_size(self.config.max_message_bytes)
@@ -543,15 +561,20 @@ impl Application {
                     wake: training_wake,
                     stopping: stopping.clone(),
                 });
-        let worker = self.store.clone().map(|store| job_worker::JobWorker {
-            store,
-            engine: self.engine.clone(),
-            config: self.config.jobs,
-            work,
-            reporter: reporter.clone(),
-            stopping: stopping.clone(),
-            job_models: tokio::sync::Mutex::new(None),
-        });
+        let worker = self
+            .store
+            .clone()
+            .zip(models)
+            .map(|(store, models)| job_worker::JobWorker {
+                store,
+                engine: self.engine.clone(),
+                config: self.config.jobs,
+                work,
+                reporter: reporter.clone(),
+                stopping: stopping.clone(),
+                models,
+                id: instance,
+            });
         let follower = reload::Follower {
             handle: self.engine.clone(),
             store: self.store,
@@ -601,6 +624,20 @@ pub struct Running {
 }
 
 impl Running {
+    /// Test hook, not an API: ends the current engine's worker thread as a crash would (see
+    /// [`crate::inference::Engine::stop_worker`]), so tests can check that health follows it
+    /// through the real server. False when no model is loaded.
+    #[doc(hidden)]
+    pub fn stop_engine_worker(&self) -> bool {
+        match self.engine.current() {
+            Some(engine) => {
+                engine.stop_worker();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Runs the model once on the engine's threads, reports `SERVING`, and from then on
     /// follows the registry (when serving from it) and the engine's health. With no model
     /// yet, only the whole server turns `SERVING`; the Labeller follows the first activation.

@@ -2,6 +2,7 @@
 //! the random slice marked as threshold evidence, the job's own model, and a finished round's
 //! relabelling of every item — in the same transaction that finishes the run.
 
+use super::job_counts::CountDeltas;
 use super::jobs::lock_job;
 use super::training::finish_run;
 use super::{Backend, Store, StoreError};
@@ -75,17 +76,16 @@ impl Store {
     /// and their pixels when `with_pixels`.
     pub async fn job_pile(&self, job_id: &str, with_pixels: bool) -> Result<JobPile, StoreError> {
         self.job_spec(job_id).await?;
-        let sql = if with_pixels {
-            "SELECT i.seq, i.client_id, i.human_class, i.evidence, i.predicted_class, \
-             i.confidence, p.pixels FROM items i JOIN job_images p \
-             ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
-             WHERE i.job_id = $1 ORDER BY i.seq"
-        } else {
-            "SELECT i.seq, i.client_id, i.human_class, i.evidence, i.predicted_class, \
-             i.confidence FROM items i WHERE i.job_id = $1 ORDER BY i.seq"
-        };
-        let rows = sqlx::query(sql).bind(job_id).fetch_all(&self.pool).await?;
+        let mut conn = self.reads().acquire().await?;
+        let rows = sqlx::query(
+            "SELECT seq, batch_seq, client_id, human_class, evidence, predicted_class, \
+             confidence FROM items WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *conn)
+        .await?;
         let mut pile = JobPile::default();
+        let mut batches = Vec::new();
         let class = |v: Option<i64>| v.and_then(|c| u32::try_from(c).ok());
         for row in &rows {
             let predicted = class(row.try_get("predicted_class")?).map(|c| {
@@ -99,10 +99,11 @@ impl Store {
                 evidence: row.try_get::<i64, _>("evidence")? != 0,
                 predicted,
             });
-            if with_pixels {
-                let pixels: Vec<u8> = row.try_get("pixels")?;
-                pile.pixels.extend_from_slice(&pixels);
-            }
+            batches.push(row.try_get::<i64, _>("batch_seq")?);
+        }
+        drop(rows);
+        if with_pixels {
+            pile.pixels = pile_pixels(&mut conn, job_id, &pile.items, &batches).await?;
         }
         Ok(pile)
     }
@@ -132,11 +133,10 @@ impl Store {
     pub async fn loop_state(&self, job_id: &str) -> Result<LoopState, StoreError> {
         let job_model = self.job_model(job_id).await?;
         let evidence: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = $2 AND evidence = 1",
+            "SELECT COUNT(*) FROM items WHERE job_id = $1 AND status = 'reviewed' AND evidence = 1",
         )
         .bind(job_id)
-        .bind(ItemStatus::Reviewed.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(self.reads())
         .await?
         .try_get(0)?;
         let last_round = self
@@ -223,16 +223,70 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if relabel.model_version.is_some() {
-            sqlx::query("UPDATE items SET status = $1 WHERE job_id = $2 AND status = $3")
-                .bind(ItemStatus::Pending.as_str())
-                .bind(job_id)
-                .bind(ItemStatus::Waiting.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let woken = sqlx::query(
+                "UPDATE items SET status = $1 WHERE job_id = $2 AND status = 'waiting'",
+            )
+            .bind(ItemStatus::Pending.as_str())
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let woken = i64::try_from(woken).unwrap_or(i64::MAX);
+            let mut deltas = CountDeltas::default();
+            deltas.add(ItemStatus::Waiting, None, -woken);
+            deltas.add(ItemStatus::Pending, None, woken);
+            deltas.apply(&mut tx, job_id).await?;
         }
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// The pixels of `items` (in order; `batches[i]` is item `i`'s batch), streaming the job's
+/// blobs in order so that only one is held besides the result.
+async fn pile_pixels(
+    conn: &mut sqlx::AnyConnection,
+    job_id: &str,
+    items: &[PileItem],
+    batches: &[i64],
+) -> Result<Vec<u8>, StoreError> {
+    use futures_util::TryStreamExt;
+    let mut pixels = Vec::new();
+    let mut next = 0;
+    let mut blobs = sqlx::query(
+        "SELECT first_seq, image_size, pixels FROM image_batches WHERE job_id = $1 \
+         ORDER BY first_seq",
+    )
+    .bind(job_id)
+    .fetch(&mut *conn);
+    while let Some(row) = blobs.try_next().await? {
+        let first: i64 = row.try_get("first_seq")?;
+        let size = usize::try_from(row.try_get::<i64, _>("image_size")?).unwrap_or(0);
+        let blob: Vec<u8> = row.try_get("pixels")?;
+        if next == 0 {
+            pixels.reserve(items.len() * size);
+        }
+        while next < items.len() && batches[next] == first {
+            let start = usize::try_from(items[next].seq - first).unwrap_or(usize::MAX) * size;
+            let image = blob
+                .get(start..start + size)
+                .ok_or_else(|| StoreError::MalformedJob {
+                    job_id: job_id.to_string(),
+                    what: "image batch",
+                    reason: format!("item {} lies outside its batch {first}", items[next].seq),
+                })?;
+            pixels.extend_from_slice(image);
+            next += 1;
+        }
+    }
+    if next < items.len() {
+        return Err(StoreError::MalformedJob {
+            job_id: job_id.to_string(),
+            what: "image batch",
+            reason: format!("item {} has no stored pixels", items[next].seq),
+        });
+    }
+    Ok(pixels)
 }
 
 /// Writes one chunk of predictions: class, confidence, probabilities and model; the status
@@ -245,6 +299,7 @@ async fn relabel_chunk(
     threshold: f32,
     chunk: &[(i64, u32, f32, Vec<f32>)],
 ) -> Result<(), StoreError> {
+    let deltas = relabel_deltas(tx, backend, job_id, version, threshold, chunk).await?;
     let values = super::jobs::value_rows(backend, chunk.len(), 5);
     let reviewed = ItemStatus::Reviewed.as_str();
     let sql = match backend {
@@ -271,11 +326,7 @@ async fn relabel_chunk(
     };
     let mut query = sqlx::query(&sql);
     for (seq, class, confidence, probabilities) in chunk {
-        let status = if *confidence >= threshold {
-            ItemStatus::AutoAccepted
-        } else {
-            ItemStatus::NeedsReview
-        };
+        let status = status_at(*confidence, threshold);
         let bytes: Vec<u8> = probabilities.iter().flat_map(|v| v.to_le_bytes()).collect();
         query = query
             .bind(*seq)
@@ -289,5 +340,57 @@ async fn relabel_chunk(
         Backend::Sqlite => query.bind(version).bind(job_id),
     };
     query.execute(&mut **tx).await?;
-    Ok(())
+    deltas.apply(tx, job_id).await
+}
+
+/// The status a prediction of `confidence` gives an item people have not reviewed.
+fn status_at(confidence: f32, threshold: f32) -> ItemStatus {
+    if confidence >= threshold {
+        ItemStatus::AutoAccepted
+    } else {
+        ItemStatus::NeedsReview
+    }
+}
+
+/// How relabelling `chunk` changes the job's counts: each item's stored status and model
+/// (read, and on Postgres locked, first) against what the chunk writes.
+async fn relabel_deltas(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    job_id: &str,
+    version: &str,
+    threshold: f32,
+    chunk: &[(i64, u32, f32, Vec<f32>)],
+) -> Result<CountDeltas, StoreError> {
+    let list: Vec<String> = chunk.iter().map(|(seq, ..)| seq.to_string()).collect();
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT seq, status, model_version FROM items WHERE job_id = $1 AND seq IN ({}){lock}",
+        list.join(", ")
+    ))
+    .bind(job_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let confidence: std::collections::HashMap<i64, f32> =
+        chunk.iter().map(|(seq, _, c, _)| (*seq, *c)).collect();
+    let mut deltas = CountDeltas::default();
+    for row in rows {
+        let name: String = row.try_get("status")?;
+        let old = ItemStatus::parse(&name).ok_or_else(|| StoreError::MalformedJob {
+            job_id: job_id.to_string(),
+            what: "item status",
+            reason: format!("`{name}` is not a status"),
+        })?;
+        let old_version: Option<String> = row.try_get("model_version")?;
+        let new = if old == ItemStatus::Reviewed {
+            old
+        } else {
+            status_at(confidence[&row.try_get::<i64, _>("seq")?], threshold)
+        };
+        deltas.moved((old, old_version.as_deref()), (new, Some(version)));
+    }
+    Ok(deltas)
 }

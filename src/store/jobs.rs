@@ -6,11 +6,11 @@
 //! same statement that ends the claim, so an item is labelled at most once even when a claim
 //! expired and was taken over; claims that expire (a crashed worker) are simply claimed again.
 
+use super::job_counts::CountDeltas;
 use super::{now_ms, Backend, Store, StoreError};
 use crate::inference::Prediction;
 use crate::jobs::{
-    Added, ClaimedItem, ItemCursor, ItemStatus, Job, JobCounts, JobItem, LabelledItem, NewImage,
-    NewJob, ReviewClass,
+    ClaimedItem, ItemCursor, ItemStatus, Job, JobItem, LabelledItem, NewJob, ReviewClass,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -47,28 +47,7 @@ impl Store {
     /// The job `job_id` with its counts and the model versions that labelled it.
     pub async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
         let (spec, created_ms) = self.spec_and_creation(job_id).await?;
-        let mut counts = JobCounts::default();
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM items WHERE job_id = $1 GROUP BY status",
-        )
-        .bind(job_id)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let status = status(&row, job_id)?;
-            let n: i64 = row.try_get("n")?;
-            counts.add(status, u64::try_from(n).unwrap_or(0));
-        }
-        let model_versions = sqlx::query(
-            "SELECT DISTINCT model_version FROM items WHERE job_id = $1 \
-             AND model_version IS NOT NULL ORDER BY model_version",
-        )
-        .bind(job_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<_, _>>()?;
+        let (counts, model_versions) = self.kept_counts(job_id).await?;
         let created =
             std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(created_ms).unwrap_or(0));
         Ok(Job {
@@ -78,51 +57,6 @@ impl Store {
             counts,
             model_versions,
         })
-    }
-
-    /// Adds `images` to the job in one transaction: an image whose client id the job already
-    /// holds is a duplicate and changes nothing; equal pixels are stored once per job.
-    pub async fn add_images(&self, job_id: &str, images: &[NewImage]) -> Result<Added, StoreError> {
-        let mut tx = self.begin_write().await?;
-        // On Postgres the job row's lock serialises adders of one job, so item numbers do
-        // not collide; SQLite has one writer anyway.
-        // The lock also orders adds with a training run's finish, which sets the job's model
-        // in the same row: items added before it wait for it, items added after are pending.
-        let lock = match self.backend {
-            Backend::Postgres => {
-                "SELECT own_classes, model_version FROM jobs WHERE id = $1 FOR UPDATE"
-            }
-            Backend::Sqlite => "SELECT own_classes, model_version FROM jobs WHERE id = $1",
-        };
-        let job = sqlx::query(lock)
-            .bind(job_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
-        let waits = job.try_get::<i64, _>("own_classes")? != 0
-            && job.try_get::<Option<String>, _>("model_version")?.is_none();
-        let status = if waits {
-            ItemStatus::Waiting
-        } else {
-            ItemStatus::Pending
-        };
-        let mut seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM items WHERE job_id = $1")
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let mut added = Added::default();
-        for chunk in images.chunks(ADD_CHUNK) {
-            let new_images =
-                insert_items(&mut tx, self.backend, job_id, seq, status, chunk).await?;
-            // Positions of duplicates are skipped: they only need to grow.
-            seq += chunk.len() as i64;
-            added.added += new_images.len() as u64;
-            added.duplicates += (chunk.len() - new_images.len()) as u64;
-            insert_pixels(&mut tx, self.backend, job_id, chunk, &new_images).await?;
-        }
-        tx.commit().await?;
-        Ok(added)
     }
 
     /// Up to `limit` items of `status` in review order (confidence ascending, then the order
@@ -139,19 +73,37 @@ impl Store {
             confidence: -1.0,
             seq: 0,
         });
-        let rows = sqlx::query(&format!(
-            "{SELECT_ITEM} WHERE job_id = $1 AND status = $2 AND \
-             (COALESCE(confidence, 0) > $3 OR (COALESCE(confidence, 0) = $4 AND seq > $5)) \
-             ORDER BY COALESCE(confidence, 0), seq LIMIT $6"
-        ))
-        .bind(job_id)
-        .bind(status.as_str())
-        .bind(after.confidence)
-        .bind(after.confidence)
-        .bind(after.seq)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        // The status is written out, not bound: the review index leaves auto-accepted items
+        // out, and a planner uses a partial index only where it sees the condition hold.
+        // Unlabelled items have no confidence: they come in the order they were added (and a
+        // person's label on an item no model labelled counts as confidence 0).
+        let status = status.as_str();
+        let limit_row = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let query = if matches!(status, "pending" | "waiting") {
+            sqlx::query(&format!(
+                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND seq > $2 \
+                 ORDER BY seq LIMIT $3"
+            ))
+            .bind(job_id)
+            .bind(after.seq)
+            .bind(limit_row)
+            .fetch_all(self.reads())
+            .await?
+        } else {
+            sqlx::query(&format!(
+                "{SELECT_ITEM} WHERE job_id = $1 AND status = '{status}' AND \
+                 (COALESCE(confidence, 0) > $2 OR (COALESCE(confidence, 0) = $3 AND seq > $4)) \
+                 ORDER BY COALESCE(confidence, 0), seq LIMIT $5"
+            ))
+            .bind(job_id)
+            .bind(after.confidence)
+            .bind(after.confidence)
+            .bind(after.seq)
+            .bind(limit_row)
+            .fetch_all(self.reads())
+            .await?
+        };
+        let rows = query;
         let mut items = Vec::with_capacity(rows.len().min(limit));
         let mut last = None;
         for row in rows.iter().take(limit) {
@@ -185,7 +137,19 @@ impl Store {
                 classes: classes.clone(),
             })?;
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
+        let before = sqlx::query(&format!(
+            "{SELECT_ITEM} WHERE job_id = $1 AND client_id = $2"
+        ))
+        .bind(job_id)
+        .bind(item_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::UnknownItem {
+            job_id: job_id.to_string(),
+            item_id: item_id.to_string(),
+        })?;
+        let before = item(&before, job_id)?;
+        sqlx::query(
             "UPDATE items SET status = $1, human_class = $2, reviewed_at = $3 \
              WHERE job_id = $4 AND client_id = $5",
         )
@@ -195,23 +159,17 @@ impl Store {
         .bind(job_id)
         .bind(item_id)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::UnknownItem {
-                job_id: job_id.to_string(),
-                item_id: item_id.to_string(),
-            });
-        }
-        let row = sqlx::query(&format!(
-            "{SELECT_ITEM} WHERE job_id = $1 AND client_id = $2"
-        ))
-        .bind(job_id)
-        .bind(item_id)
-        .fetch_one(&mut *tx)
         .await?;
+        let version = Some(before.model_version.as_str()).filter(|v| !v.is_empty());
+        let mut deltas = CountDeltas::default();
+        deltas.moved((before.status, version), (ItemStatus::Reviewed, version));
+        deltas.apply(&mut tx, job_id).await?;
         tx.commit().await?;
-        item(&row, job_id)
+        Ok(JobItem {
+            status: ItemStatus::Reviewed,
+            human_class: Some(index),
+            ..before
+        })
     }
 
     /// Up to `limit` items in the order they were added, after position `after_seq` (0 for
@@ -228,7 +186,7 @@ impl Store {
         .bind(job_id)
         .bind(after_seq)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await?;
         rows.iter()
             .map(|row| Ok((row.try_get("seq")?, item(row, job_id)?)))
@@ -253,23 +211,24 @@ impl Store {
             // locked until the statement ends (a join back by key scanned the whole table:
             // 75 ms → 34 ms a 1,024-item claim at 60,000 items, `EXPLAIN ANALYZE`).
             Backend::Postgres => {
-                "UPDATE items SET claimed_by = $4, claimed_until = $5 WHERE ctid = ANY(ARRAY(\
-                 SELECT ctid FROM items WHERE status = $1 \
-                 AND (claimed_until IS NULL OR claimed_until < $2) \
-                 ORDER BY status, claimed_until LIMIT $3 FOR UPDATE SKIP LOCKED))"
+                "UPDATE items SET claimed_by = $3, claimed_until = $4 WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM items WHERE status = 'pending' \
+                 AND (claimed_until IS NULL OR claimed_until < $1) \
+                 ORDER BY status, claimed_until LIMIT $2 FOR UPDATE SKIP LOCKED))"
             }
             // No ORDER BY: sorting every pending item took ~20 ms a claim at 70,000 pending;
             // walking `items_to_claim` (status, claimed_until) meets never-claimed items
             // first, in the order they were added, then expired claims, and stops at the limit.
             Backend::Sqlite => {
-                "UPDATE items SET claimed_by = $4, claimed_until = $5 \
-                 WHERE (job_id, seq) IN (SELECT job_id, seq FROM items WHERE status = $1 \
-                 AND (claimed_until IS NULL OR claimed_until < $2) LIMIT $3)"
+                "UPDATE items SET claimed_by = $3, claimed_until = $4 \
+                 WHERE (job_id, seq) IN (SELECT job_id, seq FROM items WHERE status = 'pending' \
+                 AND (claimed_until IS NULL OR claimed_until < $1) LIMIT $2)"
             }
         };
         let mut tx = self.begin_write().await?;
+        // The status is written out, not bound: the claim index holds pending items only,
+        // and a planner uses a partial index only where it sees the condition hold.
         let claimed = sqlx::query(claim)
-            .bind(ItemStatus::Pending.as_str())
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(worker_id)
@@ -282,20 +241,27 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT i.job_id, i.seq, j.auto_accept_threshold, j.target_accuracy, j.input_width, \
-             j.input_height, j.model_version AS job_model, \
-             p.pixels FROM items i JOIN jobs j ON j.id = i.job_id \
-             JOIN job_images p ON p.job_id = i.job_id AND p.sha256 = i.image_sha256 \
-             WHERE i.claimed_by = $1 AND i.claimed_until = $2 AND i.status = $3 \
+            "SELECT i.job_id, i.seq, i.batch_seq, j.auto_accept_threshold, j.target_accuracy, \
+             j.input_width, j.input_height, j.model_version AS job_model \
+             FROM items i JOIN jobs j ON j.id = i.job_id \
+             WHERE i.claimed_by = $1 AND i.claimed_until = $2 AND i.status = 'pending' \
              ORDER BY i.job_id, i.seq",
         )
         .bind(worker_id)
         .bind(until)
-        .bind(ItemStatus::Pending.as_str())
         .fetch_all(&mut *tx)
         .await?;
+        let mut claimed: Vec<ClaimedItem> =
+            rows.iter().map(claimed_item).collect::<Result<_, _>>()?;
+        for run in claimed.chunk_by_mut(|a, b| a.job_id == b.job_id) {
+            let wanted: Vec<(i64, i64)> = run.iter().map(|i| (i.seq, i.batch_seq)).collect();
+            let mut pixels = super::job_images::pixels_of(&mut tx, &run[0].job_id, &wanted).await?;
+            for item in run.iter_mut() {
+                item.pixels = pixels.remove(&item.seq).unwrap_or_default();
+            }
+        }
         tx.commit().await?;
-        rows.iter().map(claimed_item).collect()
+        Ok(claimed)
     }
 
     /// Records each labelled item's prediction, in one transaction, where `worker_id` still
@@ -307,17 +273,31 @@ impl Store {
         labelled: &[LabelledItem],
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut recorded = 0;
+        let mut recorded = Vec::new();
         // One statement per few hundred items: a statement per item cost more than the
         // labelling (on SQLite too: ~30 µs each through sqlx's connection thread).
         for chunk in labelled.chunks(RECORD_CHUNK) {
-            recorded += match self.backend {
+            recorded.extend(match self.backend {
                 Backend::Postgres => record_predictions_postgres(&mut tx, worker_id, chunk).await?,
                 Backend::Sqlite => record_predictions_sqlite(&mut tx, worker_id, chunk).await?,
-            };
+            });
+        }
+        // Every recorded item was pending and unlabelled.
+        let mut deltas: std::collections::BTreeMap<String, CountDeltas> = Default::default();
+        for row in &recorded {
+            let job_id: String = row.try_get("job_id")?;
+            let version: Option<String> = row.try_get("model_version")?;
+            let to = (status(row, &job_id)?, version.as_deref());
+            deltas
+                .entry(job_id.clone())
+                .or_default()
+                .moved((ItemStatus::Pending, None), to);
+        }
+        for (job_id, deltas) in deltas {
+            deltas.apply(&mut tx, &job_id).await?;
         }
         tx.commit().await?;
-        Ok(recorded)
+        Ok(recorded.len() as u64)
     }
 
     /// The id of the oldest job named `name`, if any: how a front door that names its jobs
@@ -326,7 +306,7 @@ impl Store {
         let row =
             sqlx::query("SELECT id FROM jobs WHERE name = $1 ORDER BY created_at, id LIMIT 1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reads())
                 .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
@@ -335,20 +315,29 @@ impl Store {
     /// image stays stored for other items with the same pixels.
     pub async fn remove_item(&self, job_id: &str, item_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let removed = sqlx::query("DELETE FROM items WHERE job_id = $1 AND client_id = $2")
-            .bind(job_id)
-            .bind(item_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let removed = sqlx::query(
+            "DELETE FROM items WHERE job_id = $1 AND client_id = $2 RETURNING status, model_version",
+        )
+        .bind(job_id)
+        .bind(item_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = removed else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let mut deltas = CountDeltas::default();
+        let version: Option<String> = row.try_get("model_version")?;
+        deltas.add(status(&row, job_id)?, version.as_deref(), -1);
+        deltas.apply(&mut tx, job_id).await?;
         tx.commit().await?;
-        Ok(removed > 0)
+        Ok(true)
     }
 
     async fn require_job(&self, job_id: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT id FROM jobs WHERE id = $1")
             .bind(job_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await?
             .map(|_| ())
             .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))
@@ -366,7 +355,7 @@ impl Store {
              input_height, class_names, own_classes FROM jobs WHERE id = $1",
         )
         .bind(job_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await?
         .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))?;
         job_spec(&row)
@@ -393,79 +382,12 @@ pub(super) async fn lock_job(
     Ok(())
 }
 
-/// Images per multi-row `INSERT` (5 parameters each, below SQLite's 32,766 and Postgres'
-/// 65,535).
-const ADD_CHUNK: usize = 1000;
-
-/// Inserts the items of `images` whose client ids the job lacks, numbered from `seq + 1` in
-/// order; returns the content hashes of those inserted.
-async fn insert_items(
-    tx: &mut Tx<'_>,
-    backend: Backend,
-    job_id: &str,
-    seq: i64,
-    status: ItemStatus,
-    images: &[NewImage],
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    let sql = format!(
-        "INSERT INTO items (job_id, seq, client_id, image_sha256, status) VALUES {} \
-         ON CONFLICT (job_id, client_id) DO NOTHING RETURNING image_sha256",
-        value_rows(backend, images.len(), 5)
-    );
-    let mut query = sqlx::query(&sql);
-    for (i, image) in images.iter().enumerate() {
-        query = query
-            .bind(job_id)
-            .bind(seq + 1 + i as i64)
-            .bind(&image.client_id)
-            .bind(&image.sha256)
-            .bind(status.as_str());
-    }
-    let inserted = query.fetch_all(&mut **tx).await?;
-    inserted
-        .iter()
-        .map(|row| Ok(row.try_get::<String, _>(0)?))
-        .collect()
-}
-
-/// Stores the pixels of the images whose hash is in `new`, once per hash per job.
-async fn insert_pixels(
-    tx: &mut Tx<'_>,
-    backend: Backend,
-    job_id: &str,
-    images: &[NewImage],
-    new: &std::collections::HashSet<String>,
-) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::new();
-    let images: Vec<&NewImage> = images
-        .iter()
-        .filter(|i| new.contains(&i.sha256) && seen.insert(i.sha256.as_str()))
-        .collect();
-    if images.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO job_images (job_id, sha256, pixels) VALUES {} \
-         ON CONFLICT (job_id, sha256) DO NOTHING",
-        value_rows(backend, images.len(), 3)
-    );
-    let mut query = sqlx::query(&sql);
-    for image in images {
-        query = query
-            .bind(job_id)
-            .bind(&image.sha256)
-            .bind(image.pixels.clone());
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
-}
-
 /// Items per multi-row `UPDATE` (7 parameters each, below SQLite's 32,766 and Postgres'
 /// 65,535).
 const RECORD_CHUNK: usize = 512;
 
 /// The bytes stored for a prediction's probabilities: little-endian `f32`s.
-fn probability_bytes(p: &Prediction) -> Vec<u8> {
+pub(super) fn probability_bytes(p: &Prediction) -> Vec<u8> {
     p.probabilities
         .iter()
         .flat_map(|v| v.to_le_bytes())
@@ -473,14 +395,15 @@ fn probability_bytes(p: &Prediction) -> Vec<u8> {
 }
 
 /// Records the predictions of `items` in one statement (`UPDATE … FROM VALUES`) where
-/// `worker_id` still holds the claim of a pending item; returns how many were recorded.
+/// `worker_id` still holds the claim of a pending item; returns the job, status and model
+/// version of each item recorded.
 async fn record_predictions_postgres(
     tx: &mut Tx<'_>,
     worker_id: &str,
     items: &[LabelledItem],
-) -> Result<u64, StoreError> {
+) -> Result<Vec<AnyRow>, StoreError> {
     if items.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let rows: Vec<String> = (0..items.len())
         .map(|i| {
@@ -505,7 +428,8 @@ async fn record_predictions_postgres(
          FROM (VALUES {}) AS v (job_id, seq, status, predicted_class, confidence, \
          probabilities, model_version) \
          WHERE items.job_id = v.job_id AND items.seq = v.seq AND items.status = $2 \
-         AND items.claimed_by = $1",
+         AND items.claimed_by = $1 \
+         RETURNING items.job_id, items.status, items.model_version",
         rows.join(", ")
     );
     let mut query = sqlx::query(&sql)
@@ -514,7 +438,7 @@ async fn record_predictions_postgres(
     for item in items {
         query = bind_prediction(query, item);
     }
-    Ok(query.execute(&mut **tx).await?.rows_affected())
+    Ok(query.fetch_all(&mut **tx).await?)
 }
 
 /// Binds one labelled item's row of a multi-row record statement: job, seq, status, class,
@@ -541,9 +465,9 @@ async fn record_predictions_sqlite(
     tx: &mut Tx<'_>,
     worker_id: &str,
     items: &[LabelledItem],
-) -> Result<u64, StoreError> {
+) -> Result<Vec<AnyRow>, StoreError> {
     if items.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let sql = format!(
         "WITH v (job_id, seq, status, predicted_class, confidence, probabilities, \
@@ -553,7 +477,7 @@ async fn record_predictions_sqlite(
          model_version = v.model_version, labelled_by = ?, \
          labellings = items.labellings + 1, claimed_by = NULL, claimed_until = NULL \
          FROM v WHERE items.job_id = v.job_id AND items.seq = v.seq AND items.status = ? \
-         AND items.claimed_by = ?",
+         AND items.claimed_by = ? RETURNING job_id, status, model_version",
         value_rows(Backend::Sqlite, items.len(), 7)
     );
     let mut query = sqlx::query(&sql);
@@ -564,7 +488,7 @@ async fn record_predictions_sqlite(
         .bind(worker_id)
         .bind(ItemStatus::Pending.as_str())
         .bind(worker_id);
-    Ok(query.execute(&mut **tx).await?.rows_affected())
+    Ok(query.fetch_all(&mut **tx).await?)
 }
 
 /// `rows` parenthesised rows of `columns` placeholders for a multi-row `VALUES`, the
@@ -674,7 +598,8 @@ fn claimed_item(row: &AnyRow) -> Result<ClaimedItem, StoreError> {
             .map(|t| t as f32),
         image_size: side("input_width")? * side("input_height")?,
         job_model: row.try_get("job_model")?,
-        pixels: row.try_get("pixels")?,
+        batch_seq: row.try_get("batch_seq")?,
+        pixels: Vec::new(),
         job_id,
     })
 }

@@ -5,12 +5,15 @@
 //! dialect subset both understand (`$1` placeholders, `TEXT`, `BIGINT`, `DOUBLE PRECISION`),
 //! and the migrations in `migrations/` are embedded in the binary and run on connect.
 
+mod job_add;
+mod job_counts;
 mod job_images;
 mod job_rounds;
 mod jobs;
 mod models;
 mod training;
 
+pub use job_add::ArrivalLabels;
 pub use job_images::ReviewedImage;
 pub use job_rounds::{JobModel, JobPile, PileItem, Relabel};
 pub use models::{ModelRecord, NewModel, Registered};
@@ -27,8 +30,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a query waits for a free or new connection before reporting the database down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The most memory SQLite's page cache may take, in KiB (its connection is the only one).
+/// The most memory SQLite's page cache may take per connection, in KiB.
 const SQLITE_CACHE_KIB: u32 = 32 << 10;
+
+/// Read connections to a SQLite file besides its one writer.
+const SQLITE_READERS: u32 = 3;
+
+/// The page cache of each SQLite read connection, in KiB.
+const SQLITE_READER_CACHE_KIB: u32 = 8 << 10;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +145,9 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where reads go: on SQLite a few connections of their own (WAL readers never wait for
+    /// the one writer), on Postgres the same pool.
+    reads: AnyPool,
     url: String,
     backend: Backend,
 }
@@ -208,43 +220,31 @@ impl Store {
             url.to_string()
         };
         let options = AnyConnectOptions::from_str(&url).map_err(|e| bad(e.to_string()))?;
+
         // SQLite serialises writers: one connection avoids "database is locked" between
         // this process's own tasks (other processes wait on the busy timeout).
-        let max_connections = if sqlite { 1 } else { 8 };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL: readers do not block the writer, and a commit appends to the
-                        // log instead of rewriting pages; NORMAL syncs at checkpoints, which
-                        // in WAL mode still survives a crash of the process (not of the
-                        // machine's power) with every committed transaction.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        // Up to 32 MiB of pages in memory (SQLite's default is 2 MiB): a
-                        // job's image-hash index takes inserts all over, and with the small
-                        // cache most of them re-read a page from the OS.
-                        sqlx::query(&format!("PRAGMA cache_size = -{}", SQLITE_CACHE_KIB))
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(sqlite, if sqlite { 1 } else { 8 }, SQLITE_CACHE_KIB)
+            .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Connect {
                 url: redacted.clone(),
                 source,
             })?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let reads = if sqlite && !in_memory {
+            pool_options(sqlite, SQLITE_READERS, SQLITE_READER_CACHE_KIB)
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redacted.clone(),
+                    source,
+                })?
+        } else {
+            pool.clone()
+        };
         Ok(Self {
             pool,
+            reads,
             url: redacted,
             backend: if sqlite {
                 Backend::Sqlite
@@ -262,7 +262,36 @@ impl Store {
             .map_err(|source| StoreError::Migrate {
                 url: self.url.clone(),
                 source,
-            })
+            })?;
+        if self.backend == Backend::Postgres {
+            self.store_pixels_uncompressed().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores pixel blobs out of line without compression (Postgres' `EXTERNAL`): compressing
+    /// every batch with pglz cost more server time than inserting its items. Not part of the
+    /// shared migrations because SQLite has no such setting; set once, checked on connect.
+    async fn store_pixels_uncompressed(&self) -> Result<(), StoreError> {
+        let storage: Option<String> = sqlx::query(
+            "SELECT CAST(attstorage AS TEXT) FROM pg_attribute \
+             WHERE attrelid = CAST('image_batches' AS regclass) AND attname = 'pixels'",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| sqlx::Row::try_get(&row, 0))
+        .transpose()?;
+        if storage.as_deref() != Some("e") {
+            sqlx::query("ALTER TABLE image_batches ALTER COLUMN pixels SET STORAGE EXTERNAL")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The pool reads go through (see [`Store::reads`] field).
+    fn reads(&self) -> &AnyPool {
+        &self.reads
     }
 
     /// Which database this is.
@@ -288,8 +317,39 @@ impl Store {
 
     /// Closes every connection (waits for those in use).
     pub async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
+}
+
+/// Pool settings for `max_connections` connections; SQLite connections are set up for WAL
+/// with a page cache of `cache_kib` KiB each.
+fn pool_options(sqlite: bool, max_connections: u32, cache_kib: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // WAL: readers do not block the writer, and a commit appends to the
+                    // log instead of rewriting pages; NORMAL syncs at checkpoints, which
+                    // in WAL mode still survives a crash of the process (not of the
+                    // machine's power) with every committed transaction.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    // More pages in memory than SQLite's default 2 MiB: the writer's
+                    // indexes of a large job stay cached between inserts.
+                    sqlx::query(&format!("PRAGMA cache_size = -{cache_kib}"))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Creates the folder of a `sqlite://path?…` URL's file, so a fresh `AELABEL_HOME` works.

@@ -1,6 +1,8 @@
 //! Throwaway registry databases: a SQLite file in a temporary folder, or a fresh database on
-//! the machine's PostgreSQL (127.0.0.1:5432, trust auth; `AELABEL_TEST_POSTGRES` overrides
-//! the admin URL) that is dropped when the test ends, pass or fail.
+//! the tests' PostgreSQL that is dropped when the test ends, pass or fail. The server is the
+//! one at `AELABEL_TEST_POSTGRES` (an admin URL, trust auth; default
+//! `postgres://postgres@127.0.0.1:5432/postgres`): every test takes its address from here, and
+//! `.ci/with-postgres` starts a private one there when none answers.
 
 #![allow(dead_code)]
 
@@ -11,6 +13,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub fn postgres_admin_url() -> String {
     std::env::var("AELABEL_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The host and port of [`postgres_admin_url`]'s server (5432 when the URL names none), for
+/// tests that put a proxy in front of it.
+pub fn postgres_server_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let admin = postgres_admin_url();
+    let (_, rest) = admin
+        .split_once("://")
+        .unwrap_or_else(|| panic!("the admin URL {admin} has no scheme"));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // `[::1]:5433`, `[::1]`, `host:5433` or `host`.
+    let with_port = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => host_port.to_string(),
+        _ => format!("{host_port}:5432"),
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("the admin URL {admin} names no reachable host:port"))
 }
 
 /// A database that exists for one test.

@@ -259,6 +259,12 @@ impl TestServer {
             .expect("warm-up");
     }
 
+    /// Ends the engine's worker thread as a crash would (the server's test hook).
+    pub fn stop_engine_worker(&self) {
+        let running = self.running.as_ref().expect("running");
+        assert!(running.stop_engine_worker(), "the server has a model");
+    }
+
     /// Starts shutdown without waiting for it.
     pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {

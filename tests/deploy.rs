@@ -1,13 +1,16 @@
 //! `deploy/k8s/`: every kustomization renders with `kubectl kustomize`, every rendered object
 //! validates offline against the Kubernetes 1.30 and newest schemas (the PyPI package
 //! `kubernetes-validate`, installed once into a venv under the target directory), and the
-//! manifests name what the server really serves and reads: the probes ask the gRPC port and
-//! health names `aelabel serve` registers, and every `AELABEL_*` variable is one the command
-//! accepts.
+//! manifests name what the server really serves and reads: the probes ask the plaintext
+//! health-only port and health names `aelabel serve` registers, the API keys and (cluster) TLS
+//! certificate come from Secrets mounted where the server looks, and every `AELABEL_*`
+//! variable is one the command accepts.
 
 mod common;
 
-use aelabel::service::{DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, SERVER_HEALTH_NAME};
+use aelabel::service::{
+    DEFAULT_GRPC_PORT, DEFAULT_HEALTH_PORT, DEFAULT_HTTP_PORT, SERVER_HEALTH_NAME,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -155,10 +158,14 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
         let container = &pod["containers"][0];
         // Every probe asks the whole server (no service name is the empty one), which is
         // SERVING with no model yet, so a fresh deployment is Ready to take label jobs; the
-        // Labeller's own name would keep it out of the Service until a model is trained.
+        // Labeller's own name would keep it out of the Service until a model is trained. They
+        // ask the plaintext health-only port: Kubernetes' gRPC probes cannot speak TLS.
         for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
             let grpc = &container[probe]["grpc"];
-            assert_eq!(grpc["port"], DEFAULT_GRPC_PORT, "{kustomization}: {probe}");
+            assert_eq!(
+                grpc["port"], DEFAULT_HEALTH_PORT,
+                "{kustomization}: {probe}"
+            );
             assert_eq!(
                 grpc["service"].as_str().unwrap_or(""),
                 SERVER_HEALTH_NAME,
@@ -170,6 +177,7 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
             serde_json::json!([
                 {"name": "grpc", "containerPort": DEFAULT_GRPC_PORT},
                 {"name": "http", "containerPort": DEFAULT_HTTP_PORT},
+                {"name": "health", "containerPort": DEFAULT_HEALTH_PORT},
             ]),
             "{kustomization}"
         );
@@ -183,6 +191,20 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
             serve["AELABEL_HTTP_ADDR"],
             format!("0.0.0.0:{DEFAULT_HTTP_PORT}"),
             "{kustomization}"
+        );
+        assert_eq!(
+            serve["AELABEL_HEALTH_ADDR"],
+            format!("0.0.0.0:{DEFAULT_HEALTH_PORT}"),
+            "{kustomization}"
+        );
+        // The keys file is in the mounted Secret aelabel-api-keys, which the pod requires.
+        let keys_file = serve["AELABEL_API_KEYS_FILE"]
+            .as_str()
+            .expect("a keys file");
+        let keys = secret_mount(pod, "aelabel-api-keys");
+        assert!(
+            keys_file.starts_with(&format!("{keys}/")),
+            "{kustomization}: {keys_file} is not in the Secret's mount {keys}"
         );
         let drain: f64 = serve["AELABEL_SHUTDOWN_GRACE_SECS"]
             .as_str()
@@ -217,6 +239,73 @@ fn probes_ask_the_port_and_health_names_the_server_registers() {
             "{kustomization}: the image tag is not the one deploy/build-image.sh builds"
         );
     }
+}
+
+/// Where the pod mounts the whole Secret `name` (no subPath: renewed files reach the pod);
+/// asserts it is mounted read-only and required.
+fn secret_mount(pod: &Value, name: &str) -> String {
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"] == name)
+        .unwrap_or_else(|| panic!("no volume of the Secret {name}"));
+    assert_ne!(volume["secret"]["optional"], true, "{name} is optional");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volume mounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap_or_else(|| panic!("the Secret {name} is not mounted"));
+    assert_eq!(mount["readOnly"], true, "{name}");
+    assert!(
+        mount.get("subPath").is_none(),
+        "{name} is mounted with subPath"
+    );
+    mount["mountPath"]
+        .as_str()
+        .expect("a mount path")
+        .to_string()
+}
+
+/// The value of the container's variable `name` in the Deployment, if it sets one.
+fn deployment_env(objects: &[Value], name: &str) -> Option<String> {
+    get(objects, "Deployment", "aelabel")["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("an env list")
+        .iter()
+        .find(|v| v["name"] == name)
+        .map(|v| v["value"].as_str().expect("a plain value").to_string())
+}
+
+#[test]
+fn the_cluster_serves_tls_from_a_secret_and_single_node_stays_plaintext() {
+    let cluster = rendered("overlays/cluster");
+    let pod = &get(&cluster, "Deployment", "aelabel")["spec"]["template"]["spec"];
+    let tls = secret_mount(pod, "aelabel-tls");
+    for (variable, file) in [
+        ("AELABEL_TLS_CERT", "tls.crt"),
+        ("AELABEL_TLS_KEY", "tls.key"),
+    ] {
+        assert_eq!(
+            deployment_env(&cluster, variable),
+            Some(format!("{tls}/{file}")),
+            "{variable}"
+        );
+    }
+    let annotations =
+        &get(&cluster, "Deployment", "aelabel")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scheme"], "https");
+    for name in ["aelabel", "aelabel-headless"] {
+        for port in get(&cluster, "Service", name)["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+        {
+            assert_eq!(port["appProtocol"], "https", "Service {name}: {port}");
+        }
+    }
+    let single = rendered("overlays/single-node");
+    assert_eq!(deployment_env(&single, "AELABEL_TLS_CERT"), None);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::service::{
     LABELLER_HEALTH_NAME, LABEL_JOBS_HEALTH_NAME, NO_MODEL, SERVER_HEALTH_NAME,
 };
@@ -18,7 +19,6 @@ use common::server::{
 };
 use common::{clean_command, eventually, output_with_input, within};
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
@@ -33,7 +33,7 @@ async fn empty_registry_server(db: &TestDb) -> TestServer {
     TestServer::start(registry_config(&db.url, POLL), true).await
 }
 
-async fn jobs_client(server: &TestServer) -> LabelJobsClient<Channel> {
+async fn jobs_client(server: &TestServer) -> LabelJobsClient<Connection> {
     LabelJobsClient::new(server.channel().await)
 }
 
@@ -68,7 +68,7 @@ fn create(name: &str, classes: &[&str], width: u32, height: u32) -> pb::CreateJo
     }
 }
 
-async fn get_job(client: &mut LabelJobsClient<Channel>, id: &str) -> pb::Job {
+async fn get_job(client: &mut LabelJobsClient<Connection>, id: &str) -> pb::Job {
     client
         .get_job(pb::GetJobRequest { job_id: id.into() })
         .await
@@ -77,7 +77,7 @@ async fn get_job(client: &mut LabelJobsClient<Channel>, id: &str) -> pb::Job {
 }
 
 /// Adds the first `n` test images to `job` as raw 28×28 images; returns how many were new.
-async fn add(client: &mut LabelJobsClient<Channel>, job: &str, pixels: &[u8], n: usize) -> u64 {
+async fn add(client: &mut LabelJobsClient<Connection>, job: &str, pixels: &[u8], n: usize) -> u64 {
     let images = (0..n)
         .map(|i| raw_image(&format!("{job}-{i}"), &pixels[i * 784..(i + 1) * 784]))
         .collect();

@@ -5,6 +5,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
 use aelabel::wire as pb;
 use aelabel::wire::label_jobs_client::LabelJobsClient;
@@ -12,7 +13,6 @@ use common::db::TestDb;
 use common::server::{config, raw_image, register_test_model, test_images, TestServer};
 use common::{eventually, within};
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Messages in a full stream.
 const MESSAGES: usize = 100;
@@ -37,7 +37,7 @@ async fn server(db: &TestDb) -> TestServer {
     .await
 }
 
-async fn new_job(client: &mut LabelJobsClient<Channel>) -> String {
+async fn new_job(client: &mut LabelJobsClient<Connection>) -> String {
     client
         .create_job(pb::CreateJobRequest {
             name: "streams".into(),
@@ -64,7 +64,7 @@ fn all_messages(job_id: &str, pixels: &[u8]) -> Vec<pb::AddImagesRequest> {
 }
 
 /// The ids the job holds, in the order they were added.
-async fn job_ids(client: &mut LabelJobsClient<Channel>, job_id: &str) -> Vec<String> {
+async fn job_ids(client: &mut LabelJobsClient<Connection>, job_id: &str) -> Vec<String> {
     let mut stream = client
         .export_labels(pb::ExportLabelsRequest {
             job_id: job_id.to_string(),
@@ -86,7 +86,7 @@ fn ids_of_messages(messages: usize) -> Vec<String> {
         .collect()
 }
 
-async fn counts(client: &mut LabelJobsClient<Channel>, job_id: &str) -> pb::JobCounts {
+async fn counts(client: &mut LabelJobsClient<Connection>, job_id: &str) -> pb::JobCounts {
     client
         .get_job(pb::GetJobRequest {
             job_id: job_id.to_string(),
@@ -100,7 +100,7 @@ async fn counts(client: &mut LabelJobsClient<Channel>, job_id: &str) -> pb::JobC
 
 /// Sends `messages`; the refusal's status.
 async fn refused(
-    client: &mut LabelJobsClient<Channel>,
+    client: &mut LabelJobsClient<Connection>,
     messages: Vec<pb::AddImagesRequest>,
 ) -> tonic::Status {
     within(LIMIT, client.add_images(tokio_stream::iter(messages)))

@@ -5,6 +5,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::model::Model;
 use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
 use aelabel::store::{NewModel, Store};
@@ -15,7 +16,6 @@ use common::server::{config, model_path, TestServer};
 use common::{clean_command, data_dir, eventually, idx_images, output_with_input, write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Test images in the job.
 const IMAGES: usize = 400;
@@ -82,11 +82,11 @@ fn test_subset(dir: &Path) -> (PathBuf, Vec<u8>) {
     (path, labels[..IMAGES].to_vec())
 }
 
-async fn client(server: &TestServer) -> LabelJobsClient<Channel> {
+async fn client(server: &TestServer) -> LabelJobsClient<Connection> {
     LabelJobsClient::new(server.channel().await)
 }
 
-async fn get_job(client: &mut LabelJobsClient<Channel>, id: &str) -> pb::Job {
+async fn get_job(client: &mut LabelJobsClient<Connection>, id: &str) -> pb::Job {
     client
         .get_job(pb::GetJobRequest { job_id: id.into() })
         .await
@@ -94,7 +94,7 @@ async fn get_job(client: &mut LabelJobsClient<Channel>, id: &str) -> pb::Job {
         .into_inner()
 }
 
-async fn labelled(client: &LabelJobsClient<Channel>, id: &str) -> pb::Job {
+async fn labelled(client: &LabelJobsClient<Connection>, id: &str) -> pb::Job {
     eventually(Duration::from_secs(60), "every item labelled", || {
         let mut client = client.clone();
         async move {
@@ -106,7 +106,7 @@ async fn labelled(client: &LabelJobsClient<Channel>, id: &str) -> pb::Job {
 }
 
 /// Items needing review, least confident first (at most a page).
-async fn needing_review(client: &mut LabelJobsClient<Channel>, id: &str) -> Vec<pb::Item> {
+async fn needing_review(client: &mut LabelJobsClient<Connection>, id: &str) -> Vec<pb::Item> {
     client
         .list_items(pb::ListItemsRequest {
             job_id: id.into(),

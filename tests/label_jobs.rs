@@ -5,6 +5,7 @@
 
 mod common;
 
+use aelabel::client::Connection;
 use aelabel::service::{JobWorkerConfig, ModelSource, ServeConfig};
 use aelabel::store::Store;
 use aelabel::wire as pb;
@@ -16,7 +17,6 @@ use common::server::{config, raw_image, register_test_model, test_images, TestSe
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
@@ -42,7 +42,7 @@ async fn registry_server(url: &str, jobs: JobWorkerConfig) -> TestServer {
     .await
 }
 
-async fn jobs_client(server: &TestServer) -> LabelJobsClient<Channel> {
+async fn jobs_client(server: &TestServer) -> LabelJobsClient<Connection> {
     LabelJobsClient::new(server.channel().await)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
@@ -67,7 +67,7 @@ fn messages(
 }
 
 async fn add(
-    client: &mut LabelJobsClient<Channel>,
+    client: &mut LabelJobsClient<Connection>,
     messages: Vec<pb::AddImagesRequest>,
 ) -> Result<pb::AddImagesResponse, tonic::Status> {
     client
@@ -77,7 +77,7 @@ async fn add(
 }
 
 async fn get_job(
-    client: &mut LabelJobsClient<Channel>,
+    client: &mut LabelJobsClient<Connection>,
     job_id: &str,
 ) -> Result<pb::Job, tonic::Status> {
     client
@@ -89,7 +89,7 @@ async fn get_job(
 }
 
 /// Waits until no item of the job is pending; returns the job then.
-async fn labelled(client: &LabelJobsClient<Channel>, job_id: &str) -> pb::Job {
+async fn labelled(client: &LabelJobsClient<Connection>, job_id: &str) -> pb::Job {
     eventually(LABELLED_DEADLINE, "every item to be labelled", || {
         let mut client = client.clone();
         async move {
@@ -102,7 +102,7 @@ async fn labelled(client: &LabelJobsClient<Channel>, job_id: &str) -> pb::Job {
 
 /// Every item of `status`, a page of `page_size` at a time.
 async fn all_items(
-    client: &mut LabelJobsClient<Channel>,
+    client: &mut LabelJobsClient<Connection>,
     job_id: &str,
     status: pb::ItemStatus,
     page_size: u32,
@@ -130,7 +130,7 @@ async fn all_items(
     }
 }
 
-async fn export(client: &mut LabelJobsClient<Channel>, job_id: &str) -> Vec<pb::ExportedLabel> {
+async fn export(client: &mut LabelJobsClient<Connection>, job_id: &str) -> Vec<pb::ExportedLabel> {
     let mut stream = client
         .export_labels(pb::ExportLabelsRequest {
             job_id: job_id.to_string(),
@@ -146,7 +146,7 @@ async fn export(client: &mut LabelJobsClient<Channel>, job_id: &str) -> Vec<pb::
 }
 
 async fn review(
-    client: &mut LabelJobsClient<Channel>,
+    client: &mut LabelJobsClient<Connection>,
     job_id: &str,
     item_id: &str,
     class: pb::submit_review_request::Class,
@@ -326,7 +326,7 @@ async fn job_lifecycle(db: TestDb) {
 }
 
 /// Unknown ids are NOT_FOUND, bad classes and requests INVALID_ARGUMENT naming the field.
-async fn refusals(client: &mut LabelJobsClient<Channel>, job_id: &str, item_id: &str) {
+async fn refusals(client: &mut LabelJobsClient<Connection>, job_id: &str, item_id: &str) {
     use pb::submit_review_request::Class;
     fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Status {
         r.unwrap_err()

@@ -409,7 +409,7 @@ async fn health_goes_not_serving_then_serving_then_not_serving_at_shutdown() {
     };
     // The whole server ("") and the Labeller service report the same status.
     async fn assert_both_services(
-        health: &mut HealthClient<tonic::transport::Channel>,
+        health: &mut HealthClient<aelabel::client::Connection>,
         want: ServingStatus,
         when: &str,
     ) {

@@ -12,6 +12,7 @@ mod raw_grpc;
 
 use aelabel::wire as pb;
 use common::server::{config, test_images, TestServer};
+use common::tls::Doors;
 use image::{ExtendedColorType, ImageEncoder};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -256,13 +257,22 @@ fn runner() -> TestRunner {
 
 #[test]
 fn arbitrary_images_and_requests_always_get_a_documented_status() {
+    documented_statuses_only(Doors::Plain);
+}
+
+#[test]
+fn arbitrary_requests_get_the_same_documented_statuses_over_tls_with_an_api_key() {
+    documented_statuses_only(Doors::TlsWithKeys);
+}
+
+fn documented_statuses_only(doors: Doors) {
     let panics = count_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut cfg = config();
+    let mut cfg = doors.apply(config());
     cfg.max_image_side = 4096;
     let server = runtime.block_on(TestServer::start(cfg, true));
     let client = runtime.block_on(async { RawClient::new(server.channel().await) });

@@ -1,7 +1,8 @@
 //! Every refusal the README's serving section lists, one table row each: the request, the
 //! exact status code, and what the message must say (the field, and the index of the first bad
 //! image). Each row is sent to every method it applies to; on `LabelStream` it follows a good
-//! message, which is answered, and the bad one ends the stream with the same status.
+//! message, which is answered, and the bad one ends the stream with the same status. The
+//! table holds over TLS with an API key as it does in plaintext.
 
 mod common;
 #[path = "common/raw_grpc.rs"]
@@ -9,13 +10,12 @@ mod raw_grpc;
 
 use aelabel::wire as pb;
 use common::server::{config, test_images, TestServer};
+use common::tls::Doors;
 use image::{ExtendedColorType, ImageEncoder};
 use prost::bytes::Bytes;
 use prost::Message;
 use raw_grpc::{Method, RawClient};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 /// The refusal server's limits, small so that each row's request stays small.
@@ -228,14 +228,8 @@ fn refusals() -> Vec<Refusal> {
 }
 
 /// `aelabel_in_flight_requests` from the server's `/metrics`.
-async fn in_flight(metrics: SocketAddr) -> f64 {
-    let mut stream = tokio::net::TcpStream::connect(metrics).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
+async fn in_flight(server: &TestServer) -> f64 {
+    let text = server.metrics_text().await;
     let line = text
         .lines()
         .find(|l| l.starts_with("aelabel_in_flight_requests "))
@@ -244,9 +238,9 @@ async fn in_flight(metrics: SocketAddr) -> f64 {
 }
 
 /// Waits until the server has `want` calls in flight, or fails after a deadline.
-async fn until_in_flight(metrics: SocketAddr, want: f64) {
+async fn until_in_flight(server: &TestServer, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while in_flight(metrics).await != want {
+    while in_flight(server).await != want {
         assert!(Instant::now() < deadline, "never {want} calls in flight");
         tokio::task::yield_now().await;
     }
@@ -291,7 +285,16 @@ fn body_of_one_good_image() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_refusal_has_its_code_and_names_field_and_index() {
-    let mut cfg = config();
+    refusals_hold(Doors::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_refusal_holds_over_tls_with_an_api_key() {
+    refusals_hold(Doors::TlsWithKeys).await;
+}
+
+async fn refusals_hold(doors: Doors) {
+    let mut cfg = doors.apply(config());
     cfg.engine.max_batch = MAX_BATCH;
     cfg.max_image_side = MAX_SIDE;
     cfg.max_message_bytes = MAX_MESSAGE_BYTES;
@@ -314,14 +317,14 @@ async fn every_documented_refusal_has_its_code_and_names_field_and_index() {
                     .unary(Method::Label, Bytes::from(body_of_one_good_image()))
                     .await
             });
-            until_in_flight(busy.http_addr, 1.0).await;
+            until_in_flight(&busy, 1.0).await;
             for &method in row.methods {
                 check(&mut busy_client, row, method).await;
             }
             // The holder gives up: its slot comes back, and a full batch is answered at once
             // (its lone image never completed one).
             hold.abort();
-            until_in_flight(busy.http_addr, 0.0).await;
+            until_in_flight(&busy, 0.0).await;
             let full = (0..MAX_BATCH).map(|i| good_image(&i.to_string())).collect();
             busy_client
                 .unary(Method::Label, Bytes::from(body(full, None)))

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// `aelabel jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Server address (`host:port` or `http://host:port`).
+    /// Server address (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(
         long,
         default_value = "127.0.0.1:50051",
@@ -19,6 +19,9 @@ pub struct JobsArgs {
         global = true
     )]
     pub server: String,
+    /// TLS and API key.
+    #[command(flatten)]
+    pub connection: super::security::ClientSecurityArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: JobsCommand,
@@ -136,7 +139,7 @@ pub enum JobsCommand {
 
 /// Runs one `aelabel jobs` command.
 pub async fn jobs_command(args: JobsArgs, quiet: bool) -> anyhow::Result<()> {
-    let server = args.server.as_str();
+    let server = &args.connection.target(&args.server);
     match args.command {
         JobsCommand::Create {
             name,
@@ -196,7 +199,7 @@ pub async fn jobs_command(args: JobsArgs, quiet: bool) -> anyhow::Result<()> {
             limit,
         } => {
             client::review_terminal(&TerminalReview {
-                server: server.to_string(),
+                server: server.clone(),
                 job_id: job,
                 limit,
             })

@@ -6,6 +6,7 @@ mod jobs;
 mod label_studio;
 mod registry;
 mod retrain;
+mod security;
 mod worker;
 
 pub use jobs::{JobsArgs, JobsCommand};
@@ -165,14 +166,20 @@ pub struct ServeArgs {
     /// SubmitReview) since its last round.
     #[arg(long, env = "AELABEL_RETRAIN_EVERY", value_parser = parse_positive)]
     pub retrain_every: Option<usize>,
+    /// TLS, API keys and the health-only port.
+    #[command(flatten)]
+    pub security: security::ServeSecurityArgs,
 }
 
 /// Flags of `aelabel label`.
 #[derive(Debug, Args)]
 pub struct LabelArgs {
-    /// Server address (`host:port` or `http://host:port`).
+    /// Server address (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(long, default_value = "127.0.0.1:50051", env = "AELABEL_SERVER")]
     pub server: String,
+    /// TLS and API key.
+    #[command(flatten)]
+    pub connection: security::ClientSecurityArgs,
     /// IDX image files (labels beside them are used for accuracy), folders, PNG/JPEG files.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -190,9 +197,12 @@ pub struct LabelArgs {
 /// Flags of `aelabel encode`.
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
-    /// Server address (`host:port` or `http://host:port`).
+    /// Server address (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(long, default_value = "127.0.0.1:50051", env = "AELABEL_SERVER")]
     pub server: String,
+    /// TLS and API key.
+    #[command(flatten)]
+    pub connection: security::ClientSecurityArgs,
     /// IDX image files, folders, PNG/JPEG files.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -211,9 +221,12 @@ pub struct BenchArgs {
     /// In-process benchmarks.
     #[command(subcommand)]
     pub command: Option<bench::BenchCommand>,
-    /// Server to load (`host:port` or `http://host:port`).
+    /// Server to load (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(long)]
     pub server: Option<String>,
+    /// TLS and API key.
+    #[command(flatten)]
+    pub connection: security::ClientSecurityArgs,
     /// Which call to send.
     #[arg(long, value_enum, default_value = "encode")]
     pub rpc: Rpc,
@@ -399,6 +412,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         label_studio: args.label_studio.config(args.threads)?,
         training: (!args.no_training).then(|| args.training.config(true)),
         retrain_every: args.retrain_every.map(|n| n as u64),
+        security: args.security.config()?,
     };
     runtime()?.block_on(async move {
         let stop = shutdown_signal();
@@ -548,7 +562,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker::worker_command(args),
         Command::Label(args) => {
             let job = LabelJob {
-                server: args.server,
+                server: args.connection.target(&args.server),
                 inputs: args.inputs,
                 out: args.out.clone(),
                 batch: args.batch,
@@ -573,7 +587,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Encode(args) => {
             let job = EncodeJob {
-                server: args.server,
+                server: args.connection.target(&args.server),
                 inputs: args.inputs,
                 out: args.out.clone(),
                 batch: args.batch,
@@ -589,6 +603,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchArgs {
             command: None,
             server,
+            connection,
             rpc,
             batch,
             concurrency,
@@ -599,7 +614,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("bench needs --server URL to load a server, or a subcommand: `bench train`, `bench engine`");
             };
             let test = LoadTest {
-                server,
+                server: connection.target(&server),
                 rpc,
                 batch,
                 concurrency,

@@ -27,8 +27,8 @@ pub enum Rpc {
 /// One load test.
 #[derive(Clone, Debug)]
 pub struct LoadTest {
-    /// Server address.
-    pub server: String,
+    /// The server and how to reach it.
+    pub server: super::Target,
     /// Which call.
     pub rpc: Rpc,
     /// Images per request.

@@ -3,7 +3,7 @@
 //! and the report of the rounds so far (JSON, Markdown and a PNG curve).
 
 use super::jobs::connect_jobs;
-use super::ClientError;
+use super::{ClientError, Target};
 use crate::jobs::select::Pick;
 use crate::jobs::training::RoundReport;
 use crate::wire as pb;
@@ -29,7 +29,7 @@ pub struct NextSummary {
 /// in order). A job with nothing trained yet first gets its autoencoder pretrained (a
 /// training run, waited for), so that the first batch covers the pile.
 pub async fn next(
-    server: &str,
+    server: &Target,
     job_id: &str,
     n: u32,
     pick: Pick,
@@ -109,7 +109,7 @@ fn output_error(path: &Path, e: csv::Error) -> ClientError {
 /// Queues a training run and (unless `no_wait`) follows it with a progress bar until it
 /// finishes or fails; returns the run as it ended (or as queued).
 pub async fn train_job(
-    server: &str,
+    server: &Target,
     job_id: &str,
     activate: bool,
     no_wait: bool,
@@ -129,7 +129,7 @@ pub async fn train_job(
 }
 
 async fn train(
-    server: &str,
+    server: &Target,
     job_id: &str,
     activate: bool,
     quiet: bool,
@@ -179,7 +179,7 @@ const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The run as the server sees it now, asking again while the server is briefly unavailable.
 async fn poll_run(
-    client: &mut pb::label_jobs_client::LabelJobsClient<tonic::transport::Channel>,
+    client: &mut pb::label_jobs_client::LabelJobsClient<super::Connection>,
     run_id: &str,
 ) -> Result<pb::TrainingRun, ClientError> {
     let since = std::time::Instant::now();
@@ -203,7 +203,7 @@ async fn poll_run(
 }
 
 /// The finished rounds of a job, oldest first.
-pub async fn rounds(server: &str, job_id: &str) -> Result<Vec<RoundReport>, ClientError> {
+pub async fn rounds(server: &Target, job_id: &str) -> Result<Vec<RoundReport>, ClientError> {
     let mut client = connect_jobs(server).await?;
     let runs = client
         .list_training_runs(pb::ListTrainingRunsRequest {

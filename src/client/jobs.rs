@@ -3,19 +3,19 @@
 
 use super::inputs::Inputs;
 use super::{
-    channel, create, output, progress, read_batches, ClientError, CLIENT_MAX_MESSAGE_BYTES,
+    channel, create, output, progress, read_batches, ClientError, Connection, Target,
+    CLIENT_MAX_MESSAGE_BYTES,
 };
 use crate::wire as pb;
 use pb::label_jobs_client::LabelJobsClient;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tonic::transport::Channel;
 
 pub use super::review::{review_terminal, TerminalReview};
 
 /// A `LabelJobs` client on one new connection to `server`.
-pub async fn connect_jobs(server: &str) -> Result<LabelJobsClient<Channel>, ClientError> {
+pub async fn connect_jobs(server: &Target) -> Result<LabelJobsClient<Connection>, ClientError> {
     Ok(LabelJobsClient::new(channel(server).await?)
         .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
@@ -144,7 +144,7 @@ pub struct NewJobRequest {
 }
 
 /// Creates a job.
-pub async fn create_job(server: &str, job: NewJobRequest) -> Result<JobStatus, ClientError> {
+pub async fn create_job(server: &Target, job: NewJobRequest) -> Result<JobStatus, ClientError> {
     let mut client = connect_jobs(server).await?;
     let (input_width, input_height) = job.input_size.unwrap_or((0, 0));
     let job = client
@@ -200,7 +200,7 @@ fn parse_class_lines(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// The job's counts now.
-pub async fn job_status(server: &str, job_id: &str) -> Result<JobStatus, ClientError> {
+pub async fn job_status(server: &Target, job_id: &str) -> Result<JobStatus, ClientError> {
     let mut client = connect_jobs(server).await?;
     let job = client
         .get_job(pb::GetJobRequest {
@@ -226,7 +226,7 @@ pub struct AddSummary {
 
 /// Streams every input image into the job, `batch` images per message.
 pub async fn add_images(
-    server: &str,
+    server: &Target,
     job_id: &str,
     inputs: &[PathBuf],
     batch: usize,
@@ -304,7 +304,7 @@ fn read_reviews(path: &Path) -> Result<Vec<ReviewRow>, ClientError> {
 
 /// Submits every review in the `id,class` file; all rows are checked before any is sent.
 /// Returns how many were stored.
-pub async fn review_csv(server: &str, job_id: &str, path: &Path) -> Result<usize, ClientError> {
+pub async fn review_csv(server: &Target, job_id: &str, path: &Path) -> Result<usize, ClientError> {
     let rows = read_reviews(path)?;
     let mut client = connect_jobs(server).await?;
     for (i, row) in rows.iter().enumerate() {
@@ -347,7 +347,7 @@ pub struct ExportSummary {
 
 /// Writes every item's final label to `out` (`.csv` or `.jsonl`), in the order added.
 pub async fn export(
-    server: &str,
+    server: &Target,
     job_id: &str,
     out: &Path,
     quiet: bool,

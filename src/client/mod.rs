@@ -2,6 +2,7 @@
 //! load generator. They talk to any server that speaks `aelabel.v1.Labeller`.
 
 pub mod bench;
+mod connect;
 pub mod inputs;
 pub mod job_loop;
 pub mod jobs;
@@ -16,7 +17,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+
+pub use connect::{channel, BearerKey, Connection, Target};
 
 /// Largest message the client sends or accepts, in bytes.
 pub const CLIENT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -69,33 +71,9 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
-/// `host:port` or a full `http://…` URL, as an endpoint URL.
-pub fn server_url(server: &str) -> String {
-    if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    }
-}
-
-/// Opens one HTTP/2 connection to `server`.
-pub async fn channel(server: &str) -> Result<Channel, ClientError> {
-    let url = server_url(server);
-    let failed = |reason: String| ClientError::Connect {
-        url: url.clone(),
-        reason,
-    };
-    Endpoint::from_shared(url.clone())
-        .map_err(|e| failed(crate::telemetry::describe_error(&e)))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| failed(crate::telemetry::describe_error(&e)))
-}
-
-/// A `Labeller` client on one new connection to `server`.
-pub async fn connect(server: &str) -> Result<LabellerClient<Channel>, ClientError> {
-    Ok(LabellerClient::new(channel(server).await?)
+/// A `Labeller` client on one new connection to `target`.
+pub async fn connect(target: &Target) -> Result<LabellerClient<Connection>, ClientError> {
+    Ok(LabellerClient::new(channel(target).await?)
         .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
 }
@@ -110,8 +88,8 @@ enum LabelFormat {
 /// `aelabel label`: what to send where.
 #[derive(Clone, Debug)]
 pub struct LabelJob {
-    /// Server address.
-    pub server: String,
+    /// The server and how to reach it.
+    pub server: Target,
     /// IDX files, folders, image files.
     pub inputs: Vec<PathBuf>,
     /// `.csv` or `.jsonl` file for the rows.
@@ -291,8 +269,8 @@ pub async fn label(job: LabelJob) -> Result<LabelSummary, ClientError> {
 /// `aelabel encode`: what to send where.
 #[derive(Clone, Debug)]
 pub struct EncodeJob {
-    /// Server address.
-    pub server: String,
+    /// The server and how to reach it.
+    pub server: Target,
     /// IDX files, folders, image files.
     pub inputs: Vec<PathBuf>,
     /// `.csv` or `.npy` file for the embeddings.

@@ -10,13 +10,12 @@ use super::ClientError;
 use crate::wire as pb;
 use pb::label_jobs_client::LabelJobsClient;
 use std::io::{BufRead, IsTerminal, Read, Write};
-use tonic::transport::Channel;
 
 /// What `aelabel jobs review` without `--csv` works on.
 #[derive(Clone, Debug)]
 pub struct TerminalReview {
     /// Server address.
-    pub server: String,
+    pub server: super::Target,
     /// The job.
     pub job_id: String,
     /// Stop after this many reviews.
@@ -262,7 +261,7 @@ impl Queue {
     /// The next item to show, with its image and probabilities.
     async fn next(
         &mut self,
-        client: &mut LabelJobsClient<Channel>,
+        client: &mut LabelJobsClient<super::Connection>,
         job_id: &str,
     ) -> Result<Option<pb::Item>, ClientError> {
         match self {

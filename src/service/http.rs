@@ -25,12 +25,34 @@ pub fn metrics_routes(metrics: Arc<Metrics>) -> Router {
     )
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// Serves `routes` on `listener` in a task, over TLS when `tls` is set, until `shutdown`
+/// resolves.
+pub(crate) fn spawn(
     listener: tokio::net::TcpListener,
     routes: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    match tls {
+        Some(tls) => tokio::spawn(serve(
+            super::tls::accept_tls(listener, tls),
+            routes,
+            shutdown,
+        )),
+        None => tokio::spawn(serve(listener, routes, shutdown)),
+    }
+}
+
+/// Serves `routes` on `listener` (plain TCP, or TLS connections) until `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await

@@ -22,6 +22,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     model: IntGaugeVec,
     reloads: IntCounterVec,
+    auth: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -100,6 +101,14 @@ impl Metrics {
         for outcome in ["loaded", "refused"] {
             reloads.with_label_values(&[outcome]).reset();
         }
+        let auth = IntCounterVec::new(
+            Opts::new(
+                "aelabel_auth_requests_total",
+                "Requests checked against --api-keys-file, by key name ((none), (unknown) when no key matched) and outcome (allowed, unauthenticated, permission_denied)",
+            ),
+            &["key", "outcome"],
+        )?;
+        registry.register(Box::new(auth.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(images.clone()))?;
@@ -120,6 +129,7 @@ impl Metrics {
             in_flight,
             model,
             reloads,
+            auth,
         })
     }
 
@@ -133,6 +143,12 @@ impl Metrics {
     pub fn reload_done(&self, loaded: bool) {
         let outcome = if loaded { "loaded" } else { "refused" };
         self.reloads.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts one request the API-key layer decided on: the key's name (never the key) and
+    /// the outcome.
+    pub fn auth_done(&self, key: &str, outcome: &str) {
+        self.auth.with_label_values(&[key, outcome]).inc();
     }
 
     /// Records one answered request.

@@ -11,6 +11,7 @@
 //! activation is loaded like any later one.
 
 mod admission;
+pub mod auth;
 pub mod codec;
 mod codes;
 pub mod convert;
@@ -26,12 +27,16 @@ mod labeller;
 pub mod metrics;
 pub mod oip;
 mod reload;
+pub mod security;
+pub mod tls;
 pub mod training_worker;
 
 pub use job_worker::JobWorkerConfig;
 pub use jobs::LabelJobsService;
 pub use label_studio::LabelStudioConfig;
 pub use labeller::{LabelDoor, LabellerService};
+pub use security::{Security, DEFAULT_HEALTH_PORT};
+pub use tls::{TlsConfig, TlsError};
 
 use crate::data::ImageLimits;
 use crate::inference::{Engine, EngineConfig, EngineError, EngineHandle};
@@ -139,6 +144,8 @@ pub struct ServeConfig {
     /// Queue a label job's training run by itself once this many reviews came in since its
     /// last round (`--retrain-every`).
     pub retrain_every: Option<u64>,
+    /// TLS, API keys and the plaintext health-only port.
+    pub security: Security,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -183,6 +190,9 @@ pub enum ServeError {
     /// Metrics could not be registered.
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl ServeConfig {
@@ -232,6 +242,8 @@ pub struct Application {
     grpc_addr: SocketAddr,
     http_listener: Option<TcpListener>,
     http_addr: Option<SocketAddr>,
+    health_listener: Option<TcpListener>,
+    tls: Option<tls::ServerTls>,
 }
 
 impl Application {
@@ -293,6 +305,14 @@ impl Application {
             }
             None => (None, None),
         };
+        let health_listener = match config.security.health_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let tls = match &config.security.tls {
+            Some(settings) => Some(tls::ServerTls::new(settings)?),
+            None => None,
+        };
         Ok(Self {
             config,
             engine,
@@ -302,6 +322,8 @@ impl Application {
             grpc_addr,
             http_listener,
             http_addr,
+            health_listener,
+            tls,
         })
     }
 
@@ -313,6 +335,13 @@ impl Application {
     /// The bound HTTP address, if the port is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound plaintext health-only address, if `--health-addr` asked for one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves, warms up, and runs until `shutdown` resolves and in-flight calls are done.
@@ -415,21 +444,47 @@ impl Application {
                 .await;
         }
 
+        let security = &self.config.security;
+        let auth = auth::AuthLayer::new(
+            security.api_keys.clone(),
+            self.metrics.clone(),
+            security.open_metrics,
+        );
+        let (stopping_tx, stopping) = watch::channel(false);
         let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .max_frame_size(Some(MAX_FRAME_BYTES))
             .layer(tower::util::MapResponseLayer::new(codes::remap_response))
+            .layer(auth.clone())
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(labeller)
             .add_service(inference_grpc)
-            .add_optional_service(label_jobs)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = grpc_stopped.await;
-            });
-        let mut server = tokio::spawn(server);
+            .add_optional_service(label_jobs);
+        let grpc_stopped = async {
+            let _ = grpc_stopped.await;
+        };
+        let mut server = match &self.tls {
+            Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
+                tls::accept_tls(self.grpc, tls.grpc.clone()).into_stream(),
+                grpc_stopped,
+            )),
+            None => tokio::spawn(router.serve_with_incoming_shutdown(
+                TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+                grpc_stopped,
+            )),
+        };
+        if let (Some(tls), Some(settings)) = (&self.tls, &security.tls) {
+            let cert = tls.cert.clone();
+            tokio::spawn(tls::follow_files(
+                cert,
+                settings.reload_every,
+                stopping.clone(),
+            ));
+        }
+        let health_task =
+            (self.health_listener).map(|listener| security::spawn_health_port(listener, &reporter));
 
         let (stop_http, http_stopped) = oneshot::channel::<()>();
         let mut routes = http::metrics_routes(self.metrics.clone())
@@ -444,12 +499,12 @@ impl Application {
             );
         }
         let http_task = self.http_listener.map(|listener| {
-            tokio::spawn(http::serve(listener, routes, async {
+            let tls = self.tls.as_ref().map(|tls| tls.http.clone());
+            http::spawn(listener, routes.layer(auth), tls, async {
                 let _ = http_stopped.await;
-            }))
+            })
         });
 
-        let (stopping_tx, stopping) = watch::channel(false);
         let grace = self.config.shutdown_grace;
         let status = reporter.clone();
         // Logged here, not in the task below, so that it always precedes warm-up's "serving".
@@ -481,6 +536,9 @@ impl Application {
                 }
             };
             if let Some(task) = http_task {
+                task.abort();
+            }
+            if let Some(task) = health_task {
                 task.abort();
             }
             match result {

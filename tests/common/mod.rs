@@ -7,6 +7,7 @@ pub mod oip;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod venv;
 
 use aelabel::data::DataOptions;

@@ -2,13 +2,13 @@
 //! requests, the Labeller's answers to compare with, and a minimal HTTP/1.0 client.
 
 use super::server::{model_path, TestServer};
+use aelabel::client::Connection;
 use aelabel::wire as pb;
 use aelabel::wire::inference as oip;
 use oip::grpc_inference_service_client::GrpcInferenceServiceClient;
 use oip::model_infer_request::InferInputTensor;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
 
 /// The served test model's version.
 pub fn version() -> String {
@@ -19,7 +19,7 @@ pub fn version() -> String {
 }
 
 /// An `inference` client on a fresh connection.
-pub async fn client(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
+pub async fn client(server: &TestServer) -> GrpcInferenceServiceClient<Connection> {
     GrpcInferenceServiceClient::new(server.channel().await)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)

@@ -3,11 +3,11 @@
 //! between many calls without copying it. Included with `#[path]` by the tests that use it.
 #![allow(dead_code)]
 
+use aelabel::client::Connection;
 use prost::bytes::{Buf, BufMut, Bytes};
 use std::time::Duration;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 use tonic::Status;
 
 /// A codec that sends and receives message bodies as they are.
@@ -85,7 +85,7 @@ impl Method {
 /// A raw-bytes client for the `Labeller` paths, on one connection.
 #[derive(Clone)]
 pub struct RawClient {
-    grpc: tonic::client::Grpc<Channel>,
+    grpc: tonic::client::Grpc<Connection>,
 }
 
 /// How a `LabelStream` call ended: the responses before the end, and the status it ended with.
@@ -99,7 +99,7 @@ pub struct StreamOutcome {
 
 impl RawClient {
     /// A client on `channel` that accepts answers of any size.
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: Connection) -> Self {
         Self {
             grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX),
         }

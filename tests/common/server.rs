@@ -1,8 +1,11 @@
 //! One small model trained once per test binary, and a real server on 127.0.0.1:0 around it.
+//! A server whose settings ask for TLS and API keys ([`super::tls::Doors`]) is reached the
+//! same way: the harness's clients trust the test CA and send the key with every scope.
 
+use aelabel::client::{Connection, Target};
 use aelabel::inference::EngineConfig;
 use aelabel::pipeline::{run, PipelineConfig};
-use aelabel::service::{Application, JobWorkerConfig, ModelSource, Running, ServeConfig};
+use aelabel::service::{Application, JobWorkerConfig, ModelSource, Running, Security, ServeConfig};
 use aelabel::train::Silent;
 use aelabel::wire::labeller_client::LabellerClient;
 use std::net::SocketAddr;
@@ -10,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
 
 /// The test models' folders: temporary directories, removed when the test process exits.
 static MODEL_DIRS: Mutex<Vec<tempfile::TempDir>> = Mutex::new(Vec::new());
@@ -129,6 +131,7 @@ fn settings(model: ModelSource) -> ServeConfig {
         label_studio: None,
         training: None,
         retrain_every: None,
+        security: Security::default(),
     }
 }
 
@@ -138,6 +141,10 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Metrics address.
     pub http_addr: SocketAddr,
+    /// The plaintext health-only address, when the settings asked for one.
+    pub health_addr: Option<SocketAddr>,
+    /// How clients reach it: TLS trusting the test CA, and the admin key, when asked for.
+    target: Target,
     stop: Option<oneshot::Sender<()>>,
     running: Option<Running>,
 }
@@ -145,9 +152,20 @@ pub struct TestServer {
 impl TestServer {
     /// Builds and starts a server; warms it up (SERVING) unless `warm` is false.
     pub async fn start(config: ServeConfig, warm: bool) -> Self {
+        // TestPki keeps its CA beside the server certificate.
+        let ca_cert = (config.security.tls.as_ref()).map(|tls| tls.cert.with_file_name("ca.pem"));
+        let api_key =
+            (config.security.api_keys.as_ref()).map(|_| super::tls::admin_key().to_string());
         let app = Application::build(config).await.expect("server builds");
         let addr = app.grpc_addr();
         let http_addr = app.http_addr().expect("the HTTP port on");
+        let health_addr = app.health_addr();
+        let target = Target {
+            server: addr.to_string(),
+            ca_cert,
+            client_identity: None,
+            api_key,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let running = app
             .start(async {
@@ -161,6 +179,8 @@ impl TestServer {
         Self {
             addr,
             http_addr,
+            health_addr,
+            target,
             stop: Some(stop),
             running: Some(running),
         }
@@ -171,22 +191,59 @@ impl TestServer {
         Self::start(config(), true).await
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.target.url()
     }
 
-    /// A fresh connection.
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .unwrap()
-            .connect()
+    /// How a client reaches the gRPC port (TLS and key as the server asks).
+    pub fn target(&self) -> Target {
+        self.target.clone()
+    }
+
+    /// A fresh connection, sending the admin key when the server asks for keys.
+    pub async fn channel(&self) -> Connection {
+        aelabel::client::channel(&self.target)
             .await
             .expect("connects")
     }
 
+    /// `http(s)://127.0.0.1:PORT{path}` on the HTTP port.
+    pub fn http_url(&self, path: &str) -> String {
+        let scheme = if self.target.uses_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.http_addr)
+    }
+
+    /// An HTTP client for the HTTP port: trusts the test CA when the server speaks TLS.
+    /// Requests carry no key; add `bearer_auth` where one is needed.
+    pub fn http_client(&self) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.target.ca_cert {
+            let pem = std::fs::read(ca).expect("the test CA reads");
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"));
+        }
+        builder.build().expect("an HTTP client")
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .http_client()
+            .get(self.http_url("/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers");
+        assert_eq!(response.status(), 200, "/metrics");
+        response.text().await.expect("the /metrics text")
+    }
+
     /// A Labeller client on a fresh connection.
-    pub async fn client(&self) -> LabellerClient<Channel> {
+    pub async fn client(&self) -> LabellerClient<Connection> {
         LabellerClient::new(self.channel().await)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)

@@ -3,7 +3,7 @@
 //! transaction per message.
 
 use super::job_counts::CountDeltas;
-use super::jobs::{value_rows, value_rows_after};
+use super::jobs::{optional_f32, value_rows, value_rows_after};
 use super::{Backend, Store, StoreError};
 use crate::inference::Prediction;
 use crate::jobs::{Added, ItemStatus, LabelSettings, NewImage};
@@ -62,12 +62,8 @@ impl Store {
         Ok(LabelSettings {
             job_model: row.try_get("model_version")?,
             own_classes: row.try_get::<i64, _>("own_classes")? != 0,
-            auto_accept_threshold: row
-                .try_get::<Option<f64>, _>("auto_accept_threshold")?
-                .map(|t| t as f32),
-            target_accuracy: row
-                .try_get::<Option<f64>, _>("target_accuracy")?
-                .map(|t| t as f32),
+            auto_accept_threshold: optional_f32(&row, "auto_accept_threshold")?,
+            target_accuracy: optional_f32(&row, "target_accuracy")?,
             image_size: usize::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
         })
     }
@@ -153,7 +149,7 @@ impl Store {
                 duplicates: (message.images.len() - inserted.len()) as u64,
             });
         }
-        deltas.apply(&mut tx, job_id).await?;
+        deltas.apply(&mut tx, self.backend, job_id).await?;
         tx.commit().await?;
         Ok(added)
     }

@@ -40,6 +40,7 @@ impl CountDeltas {
     pub(super) async fn apply(
         self,
         tx: &mut sqlx::AnyConnection,
+        backend: super::Backend,
         job_id: &str,
     ) -> Result<(), StoreError> {
         let changes: Vec<(&str, String, i64)> = self
@@ -52,10 +53,6 @@ impl CountDeltas {
             return Ok(());
         }
         // One statement for every change, rows in key order.
-        let backend = match tx.backend_name() {
-            "PostgreSQL" => super::Backend::Postgres,
-            _ => super::Backend::Sqlite,
-        };
         let sql = format!(
             "INSERT INTO job_counts (job_id, status, model_version, n) VALUES {} \
              ON CONFLICT (job_id, status, model_version) \

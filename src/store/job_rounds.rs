@@ -237,7 +237,7 @@ impl Store {
             let mut deltas = CountDeltas::default();
             deltas.add(ItemStatus::Waiting, None, -woken);
             deltas.add(ItemStatus::Pending, None, woken);
-            deltas.apply(&mut tx, job_id).await?;
+            deltas.apply(&mut tx, self.backend, job_id).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -342,7 +342,7 @@ async fn relabel_chunk(
         Backend::Sqlite => query.bind(version).bind(job_id),
     };
     query.execute(&mut **tx).await?;
-    deltas.apply(tx, job_id).await
+    deltas.apply(tx, backend, job_id).await
 }
 
 /// The status a prediction of `confidence` gives an item people have not reviewed.

@@ -187,7 +187,7 @@ impl Store {
         let version = Some(before.model_version.as_str()).filter(|v| !v.is_empty());
         let mut deltas = CountDeltas::default();
         deltas.moved((before.status, version), (ItemStatus::Reviewed, version));
-        deltas.apply(&mut tx, job_id).await?;
+        deltas.apply(&mut tx, self.backend, job_id).await?;
         tx.commit().await?;
         Ok(JobItem {
             status: ItemStatus::Reviewed,
@@ -370,7 +370,7 @@ impl Store {
                 .moved((ItemStatus::Pending, None), to);
         }
         for (job_id, deltas) in deltas {
-            deltas.apply(&mut tx, &job_id).await?;
+            deltas.apply(&mut tx, self.backend, &job_id).await?;
         }
         tx.commit().await?;
         Ok(recorded.len() as u64)
@@ -405,7 +405,7 @@ impl Store {
         let mut deltas = CountDeltas::default();
         let version: Option<String> = row.try_get("model_version")?;
         deltas.add(status(&row, job_id)?, version.as_deref(), -1);
-        deltas.apply(&mut tx, job_id).await?;
+        deltas.apply(&mut tx, self.backend, job_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -594,6 +594,11 @@ pub(super) fn value_rows_after(
     (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
+/// A nullable `DOUBLE PRECISION` column read as the `f32` the domain keeps.
+pub(super) fn optional_f32(row: &AnyRow, column: &str) -> Result<Option<f32>, sqlx::Error> {
+    Ok(row.try_get::<Option<f64>, _>(column)?.map(|t| t as f32))
+}
+
 fn job_spec(row: &AnyRow) -> Result<(NewJob, i64), StoreError> {
     let id: String = row.try_get("id")?;
     let malformed = |what: &'static str, reason: String| StoreError::MalformedJob {
@@ -610,12 +615,8 @@ fn job_spec(row: &AnyRow) -> Result<(NewJob, i64), StoreError> {
     };
     let spec = NewJob {
         name: row.try_get("name")?,
-        auto_accept_threshold: row
-            .try_get::<Option<f64>, _>("auto_accept_threshold")?
-            .map(|t| t as f32),
-        target_accuracy: row
-            .try_get::<Option<f64>, _>("target_accuracy")?
-            .map(|t| t as f32),
+        auto_accept_threshold: optional_f32(row, "auto_accept_threshold")?,
+        target_accuracy: optional_f32(row, "target_accuracy")?,
         input_width: side("input_width")?,
         input_height: side("input_height")?,
         class_names,
@@ -677,12 +678,8 @@ fn claimed_item(row: &AnyRow) -> Result<ClaimedItem, StoreError> {
     };
     Ok(ClaimedItem {
         seq: row.try_get("seq")?,
-        auto_accept_threshold: row
-            .try_get::<Option<f64>, _>("auto_accept_threshold")?
-            .map(|t| t as f32),
-        target_accuracy: row
-            .try_get::<Option<f64>, _>("target_accuracy")?
-            .map(|t| t as f32),
+        auto_accept_threshold: optional_f32(row, "auto_accept_threshold")?,
+        target_accuracy: optional_f32(row, "target_accuracy")?,
         image_size: side("input_width")? * side("input_height")?,
         job_model: row.try_get("job_model")?,
         batch_seq: row.try_get("batch_seq")?,

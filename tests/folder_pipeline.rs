@@ -213,6 +213,7 @@ fn a_thousand_classes_train_with_class_names_from_the_folders() {
         pretrain_epochs: Some(1),
         finetune_epochs: Some(2),
         self_training_rounds: Some(0),
+        epoch_images: None,
         train_limit: None,
         eval_limit: None,
         tsne_points: 0,

@@ -24,6 +24,7 @@ fn options(epochs: usize, loss: Loss) -> FitOptions {
         shift: None,
         mixup: 0.0,
         cosine_decay: false,
+        epoch_rows: None,
     }
 }
 
@@ -288,6 +289,7 @@ fn repeated_rows_add_steps_and_cosine_decay_changes_training_but_restores_the_ra
         let count = StepCount::default();
         let opts = FitOptions {
             cosine_decay: cosine,
+            epoch_rows: None,
             ..options(3, Loss::BinaryCrossEntropy)
         };
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -305,4 +307,45 @@ fn repeated_rows_add_steps_and_cosine_decay_changes_training_but_restores_the_ra
     assert_eq!((plain_steps, again_steps), (12, 18));
     let (decayed, _) = train(&[], true);
     assert_ne!(plain.params[0].value, decayed.params[0].value);
+}
+
+#[test]
+fn sampled_epochs_take_their_share_of_steps_and_a_cap_above_the_pool_changes_nothing() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let net = autoencoder(&[16, 4], Decoder::Separate, Activation::Sigmoid, &mut rng);
+    let x = images(4, 64, 16);
+    let again: Vec<usize> = (0..16).collect();
+    let train = |epoch_rows: Option<usize>| {
+        let mut net = net.clone();
+        let mut opt = Optimizer::adam(1e-2);
+        let examples = Examples {
+            inputs: Inputs::Floats(&x),
+            targets: Targets::Inputs,
+            len: 64,
+            again: &again,
+        };
+        let count = StepCount::default();
+        let opts = FitOptions {
+            epoch_rows,
+            ..options(3, Loss::BinaryCrossEntropy)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        fit(
+            &mut net, &mut opt, &examples, None, &opts, &mut rng, "t", &count,
+        );
+        let taken = count.taken.into_inner();
+        assert_eq!(taken, count.announced.into_inner());
+        (net, taken)
+    };
+    // 32 of 64 rows an epoch plus 16 again, in batches of 16: 3 steps an epoch, not 5.
+    let (sampled, sampled_steps) = train(Some(32));
+    let (full, full_steps) = train(None);
+    assert_eq!((sampled_steps, full_steps), (9, 15));
+    assert_ne!(sampled.params[0].value, full.params[0].value);
+    // A cap at or above the pool is the full pass, bit for bit.
+    for cap in [64, 1000] {
+        let (capped, steps) = train(Some(cap));
+        assert_eq!(steps, 15);
+        assert_eq!(capped.params[0].value, full.params[0].value);
+    }
 }

@@ -300,6 +300,10 @@ pub struct PipelineArgs {
     /// Self-training rounds (overrides the preset).
     #[arg(long)]
     pub self_training_rounds: Option<usize>,
+    /// Images an epoch visits, sampled afresh each epoch from a larger pool; also the size of
+    /// cross-validation's pool sample (overrides the preset's 60,000).
+    #[arg(long, value_parser = parse_positive)]
+    pub epoch_images: Option<usize>,
     /// Accuracy the auto-accepted predictions should reach.
     #[arg(long, default_value = "0.95", value_parser = parse_fraction)]
     pub target_accuracy: f64,
@@ -458,6 +462,7 @@ fn pipeline_command(args: PipelineArgs, quiet: bool) -> anyhow::Result<()> {
         pretrain_epochs: args.pretrain_epochs,
         finetune_epochs: args.finetune_epochs,
         self_training_rounds: args.self_training_rounds,
+        epoch_images: args.epoch_images,
         target_accuracy: args.target_accuracy,
         train_limit: args.train_limit,
         eval_limit: args.eval_limit,

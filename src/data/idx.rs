@@ -2,7 +2,8 @@
 
 use super::DataError;
 use flate2::read::GzDecoder;
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 /// IDX magic for unsigned bytes with three dimensions (images).
@@ -25,24 +26,93 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
+/// An IDX file opened for reading, gunzipped on the fly when it starts with gzip's magic.
+fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("gzip stream is corrupt or truncated ({e})"),
-            })?;
-        Ok(out)
+    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+    let gzip = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(GzDecoder::new(file))
     } else {
-        Ok(raw)
+        Box::new(file)
+    })
+}
+
+/// Reads up to `buf.len()` bytes (fewer only at the end of the stream); a corrupt gzip stream
+/// is an error naming the file.
+fn read_up_to(path: &Path, reader: &mut dyn Read, buf: &mut [u8]) -> Result<usize, DataError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(DataError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: format!("gzip stream is corrupt or truncated ({e})"),
+                })
+            }
+        }
     }
+    Ok(filled)
+}
+
+/// The header (`4 + 4·dims` bytes) and a reader positioned at the body.
+fn read_header(
+    path: &Path,
+    magic: u32,
+    dims: usize,
+) -> Result<(Vec<usize>, Box<dyn Read>), DataError> {
+    let mut reader = open(path)?;
+    let mut head = vec![0u8; 4 + 4 * dims];
+    let got = read_up_to(path, &mut reader, &mut head)?;
+    let dims = header(path, &head[..got], magic, dims)?;
+    Ok((dims, reader))
+}
+
+/// Reads a body of exactly `expected` bytes into one buffer reserved at that size (no second
+/// copy of a large file in memory; pages are touched only as data arrives, so a header that
+/// lies about its size costs nothing); `Err(len)` gives the body's actual length when it
+/// differs.
+fn read_body(
+    path: &Path,
+    reader: &mut dyn Read,
+    expected: usize,
+) -> Result<Result<Vec<u8>, usize>, DataError> {
+    let mut body = Vec::new();
+    body.try_reserve_exact(expected)
+        .map_err(|_| DataError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its header promises {expected} bytes, more than this machine can hold"
+            ),
+        })?;
+    let corrupt = |e: std::io::Error| DataError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("gzip stream is corrupt or truncated ({e})"),
+    };
+    (&mut *reader)
+        .take(expected as u64)
+        .read_to_end(&mut body)
+        .map_err(corrupt)?;
+    let mut rest = [0u8; 1 << 12];
+    let mut extra = 0;
+    loop {
+        let n = read_up_to(path, reader, &mut rest)?;
+        extra += n;
+        if n < rest.len() {
+            break;
+        }
+    }
+    Ok(if body.len() == expected && extra == 0 {
+        Ok(body)
+    } else {
+        Err(body.len() + extra)
+    })
 }
 
 fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
@@ -74,8 +144,7 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
 
 /// Reads an IDX image file (magic 0x00000803), plain or gzip.
 pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
-    let bytes = read_all(path)?;
-    let dims = header(path, &bytes, MAGIC_IMAGES, 3)?;
+    let (dims, mut reader) = read_header(path, MAGIC_IMAGES, 3)?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     let invalid = |reason: String| DataError::Invalid {
         path: path.to_path_buf(),
@@ -86,53 +155,46 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
             "image size {rows}×{cols} is outside 1..={MAX_SIDE}"
         )));
     }
-    let body = &bytes[16..];
     let expected = count
         .checked_mul(rows * cols)
         .ok_or_else(|| invalid(format!("{count} images of {rows}×{cols} overflow")))?;
-    if body.len() != expected {
-        return Err(invalid(format!(
-            "header promises {count} images of {rows}×{cols} ({expected} bytes) but the body has {} bytes{}",
-            body.len(),
-            if body.len() < expected { " (truncated)" } else { " (trailing data)" }
-        )));
+    match read_body(path, &mut reader, expected)? {
+        Ok(pixels) => Ok(IdxImages {
+            count,
+            rows,
+            cols,
+            pixels,
+        }),
+        Err(len) => Err(invalid(format!(
+            "header promises {count} images of {rows}×{cols} ({expected} bytes) but the body has {len} bytes{}",
+            if len < expected { " (truncated)" } else { " (trailing data)" }
+        ))),
     }
-    let mut pixels = bytes;
-    pixels.drain(..16);
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels,
-    })
 }
 
 /// Reads an IDX label file (magic 0x00000801), plain or gzip; every label must be below `classes`.
 pub fn read_idx_labels(path: &Path, classes: usize) -> Result<Vec<u8>, DataError> {
-    let bytes = read_all(path)?;
-    let dims = header(path, &bytes, MAGIC_LABELS, 1)?;
+    let (dims, mut reader) = read_header(path, MAGIC_LABELS, 1)?;
     let count = dims[0];
-    let body = &bytes[8..];
     let invalid = |reason: String| DataError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
-    if body.len() != count {
-        return Err(invalid(format!(
-            "header promises {count} labels but the body has {} bytes{}",
-            body.len(),
-            if body.len() < count {
+    let body = read_body(path, &mut reader, count)?.map_err(|len| {
+        invalid(format!(
+            "header promises {count} labels but the body has {len} bytes{}",
+            if len < count {
                 " (truncated)"
             } else {
                 " (trailing data)"
             }
-        )));
-    }
+        ))
+    })?;
     if let Some(i) = body.iter().position(|&l| usize::from(l) >= classes) {
         return Err(invalid(format!(
             "label {} at index {i} is not a class index below {classes}",
             body[i]
         )));
     }
-    Ok(body.to_vec())
+    Ok(body)
 }

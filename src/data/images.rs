@@ -66,6 +66,25 @@ impl ImageSet {
         out
     }
 
+    /// Keeps the images whose index `keep` accepts, in order, moving them down in place: no
+    /// second copy of a pool that may hold a million images.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let size = self.image_size();
+        let mut kept = 0;
+        for i in 0..self.len() {
+            if keep(i) {
+                if kept != i {
+                    self.pixels
+                        .copy_within(i * size..(i + 1) * size, kept * size);
+                    self.labels[kept] = self.labels[i];
+                }
+                kept += 1;
+            }
+        }
+        self.pixels.truncate(kept * size);
+        self.labels.truncate(kept);
+    }
+
     /// The first `n` images (all of them if there are fewer).
     pub fn head(&self, n: usize) -> ImageSet {
         self.select(&(0..n.min(self.len())).collect::<Vec<_>>())
@@ -105,5 +124,20 @@ pub fn to_unit(p: u8) -> f32 {
 pub fn bytes_to_unit(bytes: &[u8], out: &mut [f32]) {
     for (o, &b) in out.iter_mut().zip(bytes) {
         *o = to_unit(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ImageSet;
+
+    #[test]
+    fn retain_keeps_the_chosen_images_in_order_with_their_labels() {
+        // Six 2-pixel images whose pixels are (i, i + 100), labelled i.
+        let mut set = ImageSet::new(2, 1);
+        (0..6u8).for_each(|i| set.push(&[i, i + 100], Some(u32::from(i))));
+        set.retain(|i| i % 3 != 1);
+        assert_eq!(set.pixels, vec![0, 100, 2, 102, 3, 103, 5, 105]);
+        assert_eq!(set.labels, vec![Some(0), Some(2), Some(3), Some(5)]);
     }
 }

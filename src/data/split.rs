@@ -164,16 +164,16 @@ fn carve_valid(
     let mut is_valid = vec![false; pool.len()];
     unlabelled[..n].iter().for_each(|&i| is_valid[i] = true);
     let valid_rows: Vec<usize> = (0..pool.len()).filter(|&i| is_valid[i]).collect();
-    let kept_rows: Vec<usize> = (0..pool.len()).filter(|&i| !is_valid[i]).collect();
     let mut valid = pool.select(&valid_rows);
     valid.labels.iter_mut().for_each(|l| *l = None);
-    let kept = pool.select(&kept_rows);
-    let rows = kept_rows
-        .iter()
+    let rows = (0..pool.len())
+        .filter(|&r| !is_valid[r])
         .enumerate()
-        .filter(|&(_, &r)| labelled[r])
+        .filter(|&(_, r)| labelled[r])
         .map(|(k, _)| k)
         .collect();
+    let mut kept = pool;
+    kept.retain(|i| !is_valid[i]);
     (kept, rows, valid)
 }
 

@@ -110,8 +110,12 @@ pub fn probabilities(classifier: &Network, images: &[f32], threads: usize) -> Ve
 
 /// [`probabilities`] for floats or 8-bit rows, converted [`CHUNK_ROWS`] at a time.
 pub fn probabilities_rows(classifier: &Network, images: Inputs<'_>, threads: usize) -> Vec<f32> {
-    let mut logits = forward_rows(classifier, images, 0..classifier.layers.len(), threads);
-    let classes = classifier.output_size();
+    let logits = forward_rows(classifier, images, 0..classifier.layers.len(), threads);
+    softmax_rows(logits, classifier.output_size())
+}
+
+/// Softmax of every `classes`-wide row of `logits`, in place.
+pub fn softmax_rows(mut logits: Vec<f32>, classes: usize) -> Vec<f32> {
     let mut row = vec![0.0; classes];
     for chunk in logits.chunks_exact_mut(classes) {
         net::softmax_into(chunk, &mut row);

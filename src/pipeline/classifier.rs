@@ -4,7 +4,9 @@
 
 use super::pretrain::PhaseHistory;
 use super::recipe::FinetuneRecipe;
-use crate::model::{probabilities_rows, top_class, Inputs, Loss, Network};
+use crate::model::{
+    forward_rows, probabilities_rows, softmax_rows, top_class, Inputs, Loss, Network,
+};
 use crate::train::knn::{knn_graph, Metric};
 use crate::train::spreading::spread_labels;
 use crate::train::{fit, Examples, FitOptions, Observer, Shift, Targets};
@@ -78,6 +80,7 @@ fn options(
     mixup: f32,
     threads: usize,
     cosine_decay: bool,
+    epoch_rows: Option<usize>,
 ) -> FitOptions {
     FitOptions {
         epochs,
@@ -88,6 +91,7 @@ fn options(
         shift,
         mixup,
         cosine_decay,
+        epoch_rows,
     }
 }
 
@@ -111,7 +115,7 @@ pub fn teacher(
     let mut phases = Vec::new();
     let mut phase =
         |network: &mut Network, name: &str, epochs, optimizer: super::recipe::OptimizerSpec| {
-            let opts = options(epochs, recipe.batch_size, None, 0.0, threads, false);
+            let opts = options(epochs, recipe.batch_size, None, 0.0, threads, false, None);
             let mut opt = optimizer.build();
             let logs = fit(
                 network, &mut opt, &examples, None, &opts, rng, name, observer,
@@ -144,18 +148,32 @@ pub fn teacher(
 
 /// Spreading stage: the teacher's probabilities on every pool image, blended with labels
 /// spread over the k-NN graph of its last hidden layer; labelled rows learn their true class.
+/// Its three parts (the teacher over the pool, the graph, the spreading) are the steps of a
+/// "label spreading" phase on `observer`.
 pub fn spreading(
     teacher: &Network,
     pool: &Unlabelled<'_>,
     recipe: &FinetuneRecipe,
     threads: usize,
+    observer: &dyn Observer,
 ) -> SoftTargets {
+    const PHASE: &str = "label spreading";
+    let spread = recipe.spreading_weight > 0.0;
+    observer.phase_started(PHASE, 1, if spread { 3 } else { 1 });
     let classes = teacher.output_size();
-    let probs = probabilities_rows(teacher, pool.images, threads);
+    let depth = teacher.layers.len();
+    // The last hidden layer once: the graph's features, and the head's input.
+    let features = spread.then(|| forward_rows(teacher, pool.images, 0..depth - 1, threads));
+    let probs = match &features {
+        Some(f) => softmax_rows(
+            forward_rows(teacher, Inputs::Floats(f), depth - 1..depth, threads),
+            classes,
+        ),
+        None => probabilities_rows(teacher, pool.images, threads),
+    };
+    observer.step_done();
     let mut values = probs.clone();
-    if recipe.spreading_weight > 0.0 {
-        let depth = teacher.layers.len();
-        let features = crate::model::forward_rows(teacher, pool.images, 0..depth - 1, threads);
+    if let Some(features) = features {
         let dim = teacher.layer_dims(depth - 1).0;
         let graph = knn_graph(
             &features,
@@ -165,6 +183,7 @@ pub fn spreading(
             threads,
         );
         drop(features);
+        observer.step_done();
         let spread = spread_labels(
             &graph,
             pool.labelled_rows,
@@ -177,7 +196,9 @@ pub fn spreading(
         for (t, s) in values.iter_mut().zip(&spread) {
             *t = (1.0 - w) * *t + w * s;
         }
+        observer.step_done();
     }
+    observer.phase_done(PHASE);
     for (&row, &label) in pool.labelled_rows.iter().zip(pool.labels) {
         let t = &mut values[row * classes..(row + 1) * classes];
         t.fill(0.0);
@@ -242,6 +263,7 @@ pub fn student(
         recipe.self_training_mixup,
         threads,
         recipe.self_training_cosine,
+        recipe.self_training_epoch_images,
     );
     let epochs = fit(
         &mut network,
@@ -284,7 +306,10 @@ pub fn teacher_steps(recipe: &FinetuneRecipe, labelled: usize) -> usize {
 /// Gradient steps one [`student`] round takes over `pool` images of which `labelled` carry
 /// labels (each visited `self_training_label_repeats` more times an epoch), likewise.
 pub fn student_steps(recipe: &FinetuneRecipe, pool: usize, labelled: usize) -> usize {
-    let rows = pool + recipe.self_training_label_repeats * labelled;
+    let visited = recipe
+        .self_training_epoch_images
+        .map_or(pool, |cap| pool.min(cap));
+    let rows = visited + recipe.self_training_label_repeats * labelled;
     rows.div_ceil(recipe.self_training_batch_size.max(1)) * recipe.self_training_epochs
 }
 
@@ -307,7 +332,7 @@ pub fn train_classifier(
     let pool = pool.filter(|u| u.images.rows(width) > 0 && recipe.self_training_rounds > 0);
     if let Some(pool) = pool {
         for round in 1..=recipe.self_training_rounds {
-            let targets = spreading(&trained.network, &pool, recipe, threads);
+            let targets = spreading(&trained.network, &pool, recipe, threads, observer);
             let (network, history, log) = student(
                 &initial, &pool, &targets, recipe, shape, round, rng, threads, observer,
             );

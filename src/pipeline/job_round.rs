@@ -241,7 +241,7 @@ pub fn train_round(
     lap(&mut stages, "teacher");
     let mut network = taught.network;
     for round in 1..=recipe.finetune.self_training_rounds {
-        let targets = spreading(&network, &pool, &recipe.finetune, threads);
+        let targets = spreading(&network, &pool, &recipe.finetune, threads, observer);
         lap(&mut stages, "spreading");
         let (trained, _, _) = student(
             &initial,

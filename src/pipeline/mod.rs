@@ -71,6 +71,8 @@ pub struct PipelineConfig {
     pub finetune_epochs: Option<usize>,
     /// Overrides the number of self-training rounds.
     pub self_training_rounds: Option<usize>,
+    /// Overrides the images an epoch (and cross-validation's pool) takes from a larger pool.
+    pub epoch_images: Option<usize>,
     /// Accuracy the auto-accepted predictions should reach.
     pub target_accuracy: f64,
     /// Use only the first N training images (quick runs and tests).
@@ -86,6 +88,9 @@ impl PipelineConfig {
     /// width, enough optimisation steps for small pools) with the overrides applied.
     pub fn recipe(&self, data: &TrainingData) -> Recipe {
         let mut r = Recipe::new(self.preset, data.labels.len());
+        if let Some(n) = self.epoch_images {
+            r.set_epoch_images(n);
+        }
         r.fit_to_data((data.pool.width, data.pool.height), data.pool.len());
         if let Some(mode) = self.mode {
             r.pretrain.mode = mode;
@@ -312,6 +317,7 @@ pub fn run(config: &PipelineConfig, observer: &dyn Observer) -> Result<Report, P
             "eval_limit": config.eval_limit,
             "finetune_epochs": config.finetune_epochs,
             "self_training_rounds": config.self_training_rounds,
+            "epoch_images": config.epoch_images,
         },
     });
     let (model, _) = save(

@@ -52,6 +52,7 @@ pub fn pretrain(
         shift: None,
         mixup: 0.0,
         cosine_decay: false,
+        epoch_rows: recipe.epoch_images,
     };
     let (network, phases) = match recipe.mode {
         PretrainMode::Joint | PretrainMode::Tied => {

@@ -71,6 +71,8 @@ pub struct PretrainRecipe {
     pub batch_size: usize,
     /// Fraction of input pixels zeroed (denoising); 0 for a plain autoencoder.
     pub input_noise: f32,
+    /// Images an epoch visits, drawn afresh each epoch from a larger pool (`None`: all).
+    pub epoch_images: Option<usize>,
 }
 
 /// Classifier training settings.
@@ -111,6 +113,9 @@ pub struct FinetuneRecipe {
     pub spreading_weight: f32,
     /// Neighbours per image in that graph.
     pub spreading_neighbours: usize,
+    /// Pool images a student epoch visits, drawn afresh each epoch from a larger pool, besides
+    /// the labelled repeats (`None`: all).
+    pub self_training_epoch_images: Option<usize>,
 }
 
 /// Fewest autoencoder optimisation steps the default recipe takes, however small the pool
@@ -119,6 +124,12 @@ pub const MIN_PRETRAIN_STEPS: usize = 3_000;
 
 /// Fewest student optimisation steps the default recipe takes, however small the pool.
 pub const MIN_STUDENT_STEPS: usize = 2_000;
+
+/// Images an epoch of the default recipe visits (pretraining, students, cross-validation's
+/// pool): a pool larger than this is sampled afresh each epoch instead of passed over whole, so
+/// training costs the same steps on a million images as on Fashion-MNIST's 55,000, which it
+/// passes over whole as before.
+pub const EPOCH_IMAGES: usize = 60_000;
 
 /// Below this many labels the default recipe trains a second student round.
 pub const FEW_LABELS: usize = 500;
@@ -147,6 +158,9 @@ pub struct Recipe {
     /// held-out images): closer to the served student than its targets are, so the threshold
     /// taken from its ranking accepts more at the same accuracy (docs/labelling-quality.md).
     pub calibration_student_epochs: usize,
+    /// Pool images the folds spread labels over and train their students on: every labelled
+    /// image and a fixed sample of the others when the pool is larger (`None`: the whole pool).
+    pub calibration_pool: Option<usize>,
 }
 
 impl Recipe {
@@ -163,6 +177,7 @@ impl Recipe {
                     inner_optimizer: OptimizerSpec::Sgd { lr: 0.05 },
                     batch_size: 32,
                     input_noise: 0.0,
+                    epoch_images: None,
                 },
                 finetune: FinetuneRecipe {
                     freeze: 1,
@@ -181,9 +196,11 @@ impl Recipe {
                     self_training_label_repeats: 0,
                     spreading_weight: 0.0,
                     spreading_neighbours: 10,
+                    self_training_epoch_images: None,
                 },
                 calibration_folds: 5,
                 calibration_student_epochs: 0,
+                calibration_pool: None,
             },
             Preset::Default => Recipe {
                 preset,
@@ -195,6 +212,7 @@ impl Recipe {
                     inner_optimizer: OptimizerSpec::Adam { lr: 1e-3 },
                     batch_size: 64,
                     input_noise: 0.3,
+                    epoch_images: Some(EPOCH_IMAGES),
                 },
                 finetune: FinetuneRecipe {
                     freeze: 0,
@@ -216,9 +234,11 @@ impl Recipe {
                     self_training_label_repeats: 5,
                     spreading_weight: 0.5,
                     spreading_neighbours: 5,
+                    self_training_epoch_images: Some(EPOCH_IMAGES),
                 },
                 calibration_folds: 5,
                 calibration_student_epochs: CALIBRATION_STUDENT_EPOCHS,
+                calibration_pool: Some(EPOCH_IMAGES),
             },
         }
     }
@@ -240,16 +260,21 @@ impl Recipe {
         if pool == 0 {
             return;
         }
-        let epochs_for = |steps: usize, batch: usize| steps.div_ceil(pool.div_ceil(batch.max(1)));
-        self.pretrain.epochs = self
-            .pretrain
+        let epochs_for = |steps: usize, batch: usize, cap: Option<usize>| {
+            let visited = cap.map_or(pool, |cap| pool.min(cap));
+            steps.div_ceil(visited.div_ceil(batch.max(1)))
+        };
+        let p = &mut self.pretrain;
+        p.epochs = p
             .epochs
-            .max(epochs_for(MIN_PRETRAIN_STEPS, self.pretrain.batch_size));
+            .max(epochs_for(MIN_PRETRAIN_STEPS, p.batch_size, p.epoch_images));
         let f = &mut self.finetune;
         let full_pool_epochs = f.self_training_epochs;
-        f.self_training_epochs = f
-            .self_training_epochs
-            .max(epochs_for(MIN_STUDENT_STEPS, f.self_training_batch_size));
+        f.self_training_epochs = f.self_training_epochs.max(epochs_for(
+            MIN_STUDENT_STEPS,
+            f.self_training_batch_size,
+            f.self_training_epoch_images,
+        ));
         // The fold students keep their share of the served student's epochs.
         if self.calibration_student_epochs > 0 && full_pool_epochs > 0 {
             self.calibration_student_epochs = self.calibration_student_epochs.max(
@@ -257,6 +282,14 @@ impl Recipe {
                     .div_ceil(full_pool_epochs),
             );
         }
+    }
+
+    /// Makes every epoch visit at most `images` pool images (pretraining and students) and
+    /// cross-validation spread over a pool sample of that size.
+    pub fn set_epoch_images(&mut self, images: usize) {
+        self.pretrain.epoch_images = Some(images);
+        self.finetune.self_training_epoch_images = Some(images);
+        self.calibration_pool = Some(images);
     }
 
     /// Pretraining epochs of a mode under the reference recipe (joint 20, tied and greedy 10).

@@ -150,6 +150,7 @@ pub fn config_of(
         pretrain_epochs: None,
         finetune_epochs: count(&run["finetune_epochs"]),
         self_training_rounds: count(&run["self_training_rounds"]),
+        epoch_images: count(&run["epoch_images"]),
         target_accuracy: t["target_accuracy"].as_f64().unwrap_or(0.95),
         train_limit: count(&run["train_limit"]),
         eval_limit: count(&run["eval_limit"]),

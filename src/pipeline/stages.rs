@@ -16,7 +16,8 @@ use crate::train::folds::stratified_folds;
 use crate::train::metrics::{
     accuracy, choose_threshold, confusion, coverage_at, predictions, Coverage,
 };
-use crate::train::{Observer, Prefixed, StepsOnly};
+use crate::train::{Observer, Prefixed, Silent, StepsOnly};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -211,8 +212,24 @@ pub fn calibrate(
     let fold_of = stratified_folds(&data.labels, folds, rng);
     let seeds: Vec<u64> = (0..folds).map(|_| rng.random()).collect();
     let train_sizes = (0..folds).map(|k| fold_of.iter().filter(|&&f| f != k).count());
+    // A pool larger than the recipe's calibration pool is sampled once for every fold.
+    let sampled = recipe
+        .calibration_pool
+        .filter(|&cap| data.pool.len() > cap)
+        .map(|cap| sample_pool(data, cap, rng.random()));
+    let (pool, pool_labelled_rows) = match &sampled {
+        Some((pool, rows)) => (pool, &rows[..]),
+        None => (&data.pool, &data.labelled_rows[..]),
+    };
+    let fold_data = FoldData {
+        pool,
+        labelled_rows: pool_labelled_rows,
+        labels: &data.labels,
+        classes: data.classes(),
+        labelled,
+    };
     let steps = train_sizes
-        .map(|len| fold_steps(recipe, len, data.pool.len()))
+        .map(|len| fold_steps(recipe, len, pool.len()))
         .sum();
     let what = match fold_student_recipe(recipe) {
         Some(f) => format!(
@@ -228,11 +245,7 @@ pub fn calibrate(
     let bar = StepsOnly(observer);
     let out_of_fold: Vec<Vec<(usize, TopClass)>> = (0..folds)
         .into_par_iter()
-        .map(|k| {
-            fold_predictions(
-                pretrained, recipe, data, labelled, &fold_of, k, seeds[k], &bar,
-            )
-        })
+        .map(|k| fold_predictions(pretrained, recipe, &fold_data, &fold_of, k, seeds[k], &bar))
         .collect();
     observer.phase_done("cross-validation");
     let mut confidence = vec![0.0; n];
@@ -266,23 +279,56 @@ pub fn calibrate(
 /// A predicted class and its confidence.
 type TopClass = (u32, f32);
 
+/// What every cross-validation fold reads: the pool it spreads labels over (the whole pool or
+/// a sample of it), where the labelled images sit in that pool, and the labelled images.
+struct FoldData<'a> {
+    pool: &'a ImageSet,
+    labelled_rows: &'a [usize],
+    labels: &'a [u32],
+    classes: usize,
+    labelled: &'a ImageSet,
+}
+
+/// Every labelled image of `data`'s pool and a random sample of the others, `cap` in all (pool
+/// order kept), with the labelled images' rows in the sample: the folds' pool when the whole
+/// pool is larger, so cross-validation costs the same on a million images as on `cap`.
+fn sample_pool(data: &TrainingData, cap: usize, seed: u64) -> (ImageSet, Vec<usize>) {
+    let mut is_labelled = vec![false; data.pool.len()];
+    data.labelled_rows
+        .iter()
+        .for_each(|&r| is_labelled[r] = true);
+    let mut others: Vec<usize> = (0..data.pool.len()).filter(|&r| !is_labelled[r]).collect();
+    let wanted = cap
+        .saturating_sub(data.labelled_rows.len())
+        .min(others.len());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (picked, _) = others.partial_shuffle(&mut rng, wanted);
+    picked.iter().for_each(|&r| is_labelled[r] = true);
+    // `is_labelled` now marks every row kept.
+    let kept: Vec<usize> = (0..data.pool.len()).filter(|&r| is_labelled[r]).collect();
+    let rows = data
+        .labelled_rows
+        .iter()
+        .map(|r| kept.binary_search(r).unwrap_or_else(|at| at))
+        .collect();
+    (data.pool.select(&kept), rows)
+}
+
 /// Fold `k`'s out-of-fold predictions: (labelled index, prediction) for its held-out images.
-#[allow(clippy::too_many_arguments)]
 fn fold_predictions(
     pretrained: &Network,
     recipe: &Recipe,
-    data: &TrainingData,
-    labelled_set: &ImageSet,
+    data: &FoldData<'_>,
     fold_of: &[usize],
     k: usize,
     seed: u64,
     observer: &dyn Observer,
 ) -> Vec<(usize, TopClass)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let classes = data.classes();
+    let classes = data.classes;
     let (train_idx, held_idx): (Vec<usize>, Vec<usize>) =
         (0..data.labels.len()).partition(|&i| fold_of[i] != k);
-    let train = labelled_set.select(&train_idx);
+    let train = data.labelled.select(&train_idx);
     let train_labels: Vec<u32> = train_idx.iter().map(|&i| data.labels[i]).collect();
     let rows: Vec<usize> = train_idx.iter().map(|&i| data.labelled_rows[i]).collect();
     let net = classifier_from_encoder(pretrained, classes, &mut rng);
@@ -298,8 +344,8 @@ fn fold_predictions(
         labelled_rows: &rows,
         labels: &train_labels,
     };
-    let targets = spreading(&trained.network, &pool, &recipe.finetune, 1);
-    let held = labelled_set.select(&held_idx);
+    let targets = spreading(&trained.network, &pool, &recipe.finetune, 1, &Silent);
+    let held = data.labelled.select(&held_idx);
     let probs = match fold_student_recipe(recipe) {
         Some(short) => {
             let (network, _, _) = student(
@@ -440,7 +486,34 @@ pub fn save(
 
 #[cfg(test)]
 mod tests {
-    use super::on_scale_of;
+    use super::{on_scale_of, sample_pool};
+    use crate::data::{ImageSet, TrainingData};
+
+    #[test]
+    fn the_folds_pool_sample_keeps_every_labelled_image_and_finds_it_again() {
+        // 100 one-pixel images whose pixel is their row; rows 7, 50 and 93 labelled.
+        let mut pool = ImageSet::new(1, 1);
+        (0..100u8).for_each(|i| pool.push(&[i], None));
+        let data = TrainingData {
+            class_names: vec!["a".into(), "b".into()],
+            pool,
+            labelled_rows: vec![7, 50, 93],
+            labels: vec![0, 1, 0],
+            valid: ImageSet::new(1, 1),
+            test: None,
+        };
+        let (sample, rows) = sample_pool(&data, 20, 9);
+        assert_eq!(sample.len(), 20);
+        // Pool order is kept, no image twice.
+        assert!(sample.pixels.windows(2).all(|w| w[0] < w[1]));
+        // Each labelled image sits at its new row.
+        for (&new_row, &old_row) in rows.iter().zip(&data.labelled_rows) {
+            assert_eq!(usize::from(sample.pixels[new_row]), old_row);
+        }
+        // The same seed draws the same sample; another seed another one.
+        assert_eq!(sample_pool(&data, 20, 9).0.pixels, sample.pixels);
+        assert_ne!(sample_pool(&data, 20, 10).0.pixels, sample.pixels);
+    }
 
     #[test]
     fn out_of_fold_ranks_take_the_pool_confidence_at_the_same_fraction() {

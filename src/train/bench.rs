@@ -46,6 +46,7 @@ pub fn bench_train(
         shift: None,
         mixup: 0.0,
         cosine_decay: false,
+        epoch_rows: None,
     };
     let train = Examples {
         inputs: images,

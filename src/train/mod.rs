@@ -65,6 +65,10 @@ pub struct FitOptions {
     /// first epoch towards 0 (epoch e of E runs at `rate · (1 + cos(π·e/E)) / 2`); the rate is
     /// restored afterwards. Off: the rate stays constant.
     pub cosine_decay: bool,
+    /// Rows an epoch visits, drawn afresh each epoch without replacement from the examples
+    /// (the `again` rows come on top); `None`, or at least `len`, visits every row. Keeps an
+    /// epoch's cost fixed on a pool of millions, where a full pass is tens of thousands of steps.
+    pub epoch_rows: Option<usize>,
 }
 
 /// Random translation of each training image by up to `max` pixels in x and y (zero fill):
@@ -252,8 +256,17 @@ fn fit_here(
     let in_width = net.input_size();
     let out_width = net.output_size();
     let batch = options.batch_size.max(1);
-    let mut order: Vec<usize> = (0..train.len).chain(train.again.iter().copied()).collect();
-    let steps = order.len().div_ceil(batch);
+    // Sampled epochs draw their rows from `rows`; full ones reshuffle one visiting order.
+    let sampled = options.epoch_rows.filter(|&s| s < train.len);
+    let mut rows: Vec<usize> = match sampled {
+        Some(_) => (0..train.len).collect(),
+        None => Vec::new(),
+    };
+    let mut order: Vec<usize> = match sampled {
+        Some(s) => Vec::with_capacity(s + train.again.len()),
+        None => (0..train.len).chain(train.again.iter().copied()).collect(),
+    };
+    let steps = (sampled.unwrap_or(train.len) + train.again.len()).div_ceil(batch);
     observer.phase_started(phase, options.epochs, steps);
     let mut halves = [Workspace::default(), Workspace::default()];
     let mut x = vec![0.0f32; batch * in_width];
@@ -270,6 +283,11 @@ fn fit_here(
             optimizer.set_learning_rate(
                 base_rate * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()),
             );
+        }
+        if let Some(s) = sampled {
+            order.clear();
+            order.extend_from_slice(rows.partial_shuffle(rng, s).0);
+            order.extend_from_slice(train.again);
         }
         order.shuffle(rng);
         let (mut loss_sum, mut hits, mut hit_total) = (0.0, 0.0, 0.0);

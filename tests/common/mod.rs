@@ -36,6 +36,7 @@ pub fn quick_pipeline_config(out: &Path) -> PipelineConfig {
         pretrain_epochs: None,
         finetune_epochs: None,
         self_training_rounds: None,
+        epoch_images: None,
         target_accuracy: 0.9,
         train_limit: Some(4000),
         eval_limit: Some(1000),

@@ -5,6 +5,11 @@
 use crate::model::linalg::{matmul, View};
 use rayon::prelude::*;
 
+mod approx;
+pub mod bench;
+
+pub use approx::{knn_graph_approx, ApproxKnn, ApproxStats};
+
 /// How closeness between two feature vectors is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
@@ -45,14 +50,16 @@ const SCAN_CHUNK: usize = 32;
 /// Rows scored against all others at once (rows × n floats of scratch).
 const BLOCK: usize = 128;
 
-/// Builds the exact k-NN graph of `features` (`n × dim` row-major, `dim > 0`; a trailing partial
-/// row is ignored) under `metric`, with `threads` threads for the matrix products.
+/// Above this many rows [`knn_graph`] builds the approximate graph
+/// ([`knn_graph_approx`] with [`ApproxKnn::default`]); up to it, the exact one.
+pub const EXACT_UP_TO: usize = 20_000;
+
+/// Builds the k-NN graph of `features` (`n × dim` row-major, `dim > 0`; a trailing partial row
+/// is ignored) under `metric`, with `threads` threads.
 ///
-/// Every row's score against all rows comes from one matrix product per block of rows: the dot
-/// product of unit rows for [`Metric::Cosine`], `2·a·b − |b|²` for [`Metric::Euclidean`] (which
-/// orders b by |a − b| for a fixed a); the k best scores are kept. Euclidean distances of the
-/// kept neighbours are then computed exactly from the rows. The result does not depend on
-/// `threads`.
+/// Up to [`EXACT_UP_TO`] rows the graph is exact ([`knn_graph_exact`]); above, exact search
+/// costs n² and the graph comes from [`knn_graph_approx`] with [`ApproxKnn::default`]
+/// (measured in `docs/knn.md`). Either way the result does not depend on `threads`.
 pub fn knn_graph(
     features: &[f32],
     dim: usize,
@@ -60,61 +67,200 @@ pub fn knn_graph(
     metric: Metric,
     threads: usize,
 ) -> KnnGraph {
-    let n = features.len() / dim;
-    let k = k.min(n.saturating_sub(1));
-    let mut rows = features[..n * dim].to_vec();
-    let squared_norms: Vec<f32> = rows
-        .chunks_exact(dim)
-        .map(|row| row.iter().map(|v| v * v).sum())
-        .collect();
-    if metric == Metric::Cosine {
-        for (row, &sq) in rows.chunks_exact_mut(dim).zip(&squared_norms) {
-            let norm = sq.sqrt().max(1e-12);
-            row.iter_mut().for_each(|v| *v /= norm);
+    if features.len() / dim <= EXACT_UP_TO {
+        knn_graph_exact(features, dim, k, metric, threads)
+    } else {
+        knn_graph_approx(features, dim, k, metric, threads, &ApproxKnn::default()).0
+    }
+}
+
+/// Rows ready to be scored against each other under one metric.
+struct Scoring {
+    metric: Metric,
+    dim: usize,
+    /// The rows, scaled to unit length for [`Metric::Cosine`] (all-zero rows stay zero).
+    rows: Vec<f32>,
+    /// |row|² of [`Self::rows`] (used by [`Metric::Euclidean`]).
+    squared_norms: Vec<f32>,
+}
+
+impl Scoring {
+    fn new(features: &[f32], dim: usize, metric: Metric) -> Self {
+        let n = features.len() / dim;
+        let mut rows = features[..n * dim].to_vec();
+        let mut squared_norms: Vec<f32> = rows.chunks_exact(dim).map(squared_norm).collect();
+        if metric == Metric::Cosine {
+            for (row, sq) in rows.chunks_exact_mut(dim).zip(&mut squared_norms) {
+                let norm = sq.sqrt().max(1e-12);
+                row.iter_mut().for_each(|v| *v /= norm);
+                *sq = squared_norm(row);
+            }
+        }
+        Self {
+            metric,
+            dim,
+            rows,
+            squared_norms,
         }
     }
-    let mut edges = vec![(0u32, 0.0f32); n * k];
-    let mut scores = vec![0.0f32; BLOCK * n];
-    for start in (0..n).step_by(BLOCK) {
-        let m = BLOCK.min(n - start);
-        let block = View::new(&rows[start * dim..], m, dim);
+
+    fn len(&self) -> usize {
+        self.squared_norms.len()
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+fn squared_norm(row: &[f32]) -> f32 {
+    row.iter().map(|v| v * v).sum()
+}
+
+/// `scores` (`m × candidates`) ← the score of each of `m` query rows against each candidate row
+/// (both row-major with `dim` columns), larger meaning nearer: the dot product for
+/// [`Metric::Cosine`] (unit rows), `2·a·b − |b|²` for [`Metric::Euclidean`] (which orders b by
+/// |a − b| for a fixed a). `candidate_norms` holds |b|² (read only for Euclidean).
+///
+/// Every score is one fused multiply-add chain over the columns in order, whatever the block's
+/// shape or thread count, so a pair scores the same in the exact and the approximate search.
+/// A single query row is scored as two (a one-row product takes another summation path).
+#[allow(clippy::too_many_arguments)]
+fn score_block(
+    scores: &mut [f32],
+    queries: &[f32],
+    m: usize,
+    candidates: &[f32],
+    candidate_norms: &[f32],
+    dim: usize,
+    metric: Metric,
+    threads: usize,
+) {
+    let c = candidate_norms.len();
+    let candidates = View::new(candidates, c, dim).t();
+    if m == 1 {
+        let mut pair = vec![0.0f32; 2 * c];
+        let twice = queries[..dim].repeat(2);
         matmul(
-            &mut scores,
-            block,
-            View::new(&rows, n, dim).t(),
+            &mut pair,
+            View::new(&twice, 2, dim),
+            candidates,
             false,
             threads,
         );
-        let block_scores = &mut scores[..m * n];
-        if metric == Metric::Euclidean {
-            block_scores.par_chunks_mut(n).for_each(|row| {
-                for (s, &sq) in row.iter_mut().zip(&squared_norms) {
-                    *s = 2.0 * *s - sq;
-                }
-            });
+        scores[..c].copy_from_slice(&pair[..c]);
+    } else {
+        matmul(
+            scores,
+            View::new(queries, m, dim),
+            candidates,
+            false,
+            threads,
+        );
+    }
+    if metric == Metric::Euclidean {
+        let adjust = |row: &mut [f32]| {
+            for (s, &sq) in row.iter_mut().zip(candidate_norms) {
+                *s = 2.0 * *s - sq;
+            }
+        };
+        if threads > 1 {
+            scores[..m * c].par_chunks_mut(c).for_each(adjust);
+        } else {
+            scores[..m * c].chunks_mut(c).for_each(adjust);
         }
-        edges[start * k..(start + m) * k]
-            .par_chunks_mut(k.max(1))
-            .zip(block_scores.par_chunks(n))
-            .enumerate()
-            .for_each(|(r, (out, row))| {
-                let i = start + r;
+    }
+}
+
+/// Builds the exact k-NN graph of `features` (`n × dim` row-major, `dim > 0`; a trailing partial
+/// row is ignored) under `metric`, with `threads` threads for the matrix products.
+///
+/// Every row's score against all rows comes from one matrix product per block of rows (see
+/// [`score_block`]); the k best scores are kept. Euclidean distances of the kept neighbours are
+/// then computed exactly from the rows. Costs n² · dim multiply-adds and `128 · n` floats of
+/// scratch. The result does not depend on `threads`.
+pub fn knn_graph_exact(
+    features: &[f32],
+    dim: usize,
+    k: usize,
+    metric: Metric,
+    threads: usize,
+) -> KnnGraph {
+    let scoring = Scoring::new(features, dim, metric);
+    let n = scoring.len();
+    let k = k.min(n.saturating_sub(1));
+    let queries: Vec<usize> = (0..n).collect();
+    let edges = exact_neighbours(&scoring, &queries, k, threads);
+    KnnGraph { k, metric, edges }
+}
+
+/// The exact `k` nearest neighbours (of all rows) of the rows `queries`, one row of the graph
+/// per query in turn: what [`knn_graph_exact`] would give those rows, at `|queries| · n · dim`
+/// multiply-adds. `k` is capped at rows − 1. Serves recall measurements of approximate graphs
+/// too large to build exactly.
+pub fn exact_neighbours_of(
+    features: &[f32],
+    dim: usize,
+    k: usize,
+    metric: Metric,
+    queries: &[usize],
+    threads: usize,
+) -> Vec<(u32, f32)> {
+    let scoring = Scoring::new(features, dim, metric);
+    let k = k.min(scoring.len().saturating_sub(1));
+    exact_neighbours(&scoring, queries, k, threads)
+}
+
+fn exact_neighbours(
+    scoring: &Scoring,
+    queries: &[usize],
+    k: usize,
+    threads: usize,
+) -> Vec<(u32, f32)> {
+    let (n, dim) = (scoring.len(), scoring.dim);
+    let mut edges = vec![(0u32, 0.0f32); queries.len() * k];
+    if k == 0 {
+        return edges;
+    }
+    let mut scores = vec![0.0f32; BLOCK.min(queries.len()) * n];
+    let mut block_rows = Vec::with_capacity(BLOCK * dim);
+    for (b, block) in queries.chunks(BLOCK).enumerate() {
+        let m = block.len();
+        block_rows.clear();
+        block
+            .iter()
+            .for_each(|&i| block_rows.extend_from_slice(scoring.row(i)));
+        score_block(
+            &mut scores,
+            &block_rows,
+            m,
+            &scoring.rows,
+            &scoring.squared_norms,
+            dim,
+            scoring.metric,
+            threads,
+        );
+        edges[b * BLOCK * k..(b * BLOCK + m) * k]
+            .par_chunks_mut(k)
+            .zip(scores[..m * n].par_chunks(n))
+            .zip(block)
+            .for_each(|((out, row), &i)| {
                 top_k(row, i, out);
-                if metric == Metric::Euclidean {
-                    exact_distances(&rows, dim, i, out);
+                if scoring.metric == Metric::Euclidean {
+                    exact_distances(scoring, i, out);
                 }
             });
     }
-    KnnGraph { k, metric, edges }
+    edges
 }
 
 /// Replaces the scores in `out` (row `i`'s chosen neighbours) by their exact Euclidean distances
 /// and orders them nearest first, ties by index: the score `2·a·b − |b|²` ranks well but loses
 /// digits to cancellation when turned back into a distance.
-fn exact_distances(rows: &[f32], dim: usize, i: usize, out: &mut [(u32, f32)]) {
-    let a = &rows[i * dim..(i + 1) * dim];
+fn exact_distances(scoring: &Scoring, i: usize, out: &mut [(u32, f32)]) {
+    let a = scoring.row(i);
     for (j, value) in out.iter_mut() {
-        let b = &rows[*j as usize * dim..(*j as usize + 1) * dim];
+        let b = scoring.row(*j as usize);
         *value = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
     }
     out.sort_unstable_by(|p, q| p.1.total_cmp(&q.1).then(p.0.cmp(&q.0)));

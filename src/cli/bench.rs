@@ -69,6 +69,9 @@ pub struct BenchKnnArgs {
     /// Clusters each cluster's rows are compared with (their own included).
     #[arg(long, default_value_t = ApproxKnn::default().probe, value_parser = parse_positive)]
     pub probe: usize,
+    /// Nearest centroids of each row whose clusters join its cluster's list (1: its own).
+    #[arg(long, default_value_t = ApproxKnn::default().query_choices, value_parser = parse_positive)]
+    pub query_choices: usize,
     /// Directory with the Fashion-MNIST IDX files.
     #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
     pub data: PathBuf,
@@ -122,6 +125,7 @@ fn bench_knn(args: BenchKnnArgs) -> anyhow::Result<()> {
     let approx = ApproxKnn {
         clusters: args.clusters,
         probe: args.probe,
+        query_choices: args.query_choices,
         ..ApproxKnn::default()
     };
     let r = crate::train::knn::bench::bench_knn(

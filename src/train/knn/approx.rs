@@ -27,6 +27,9 @@ pub struct ApproxKnn {
     /// ones whose centroids are nearest to its centroid (more when these hold fewer than k + 1
     /// rows). Covering every cluster gives the exact graph.
     pub probe: usize,
+    /// Nearest centroids of each query whose clusters join its cluster's list (1: its own
+    /// only): rows near a cluster's edge find neighbours across it.
+    pub query_choices: usize,
     /// Rows of the k-means sample per cluster (the sample is capped at all rows).
     pub sample_per_cluster: usize,
     /// Lloyd iterations on the sample.
@@ -42,6 +45,7 @@ impl Default for ApproxKnn {
         Self {
             clusters: 0,
             probe: 10,
+            query_choices: 1,
             sample_per_cluster: 32,
             iterations: 6,
             seed: 0x6b6e_6e,
@@ -119,111 +123,253 @@ fn build(
         c => c,
     }
     .clamp(1, n);
-    let centroids = Centroids::train(scoring, count, params);
-    let lists = Lists::new(&centroids.nearest(&scoring.rows, dim), count);
+    let index = Index::new(scoring, count, k, params);
     stats.seconds_clustering = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
-    let probes = centroids.probe_lists(&lists, params.probe, k + 1);
     // Largest searches first, so that no long one starts last.
-    let mut order: Vec<usize> = (0..count).filter(|&c| lists.len(c) > 0).collect();
-    let cost = |c: usize| lists.len(c) * candidates_of(&lists, &probes[c]);
+    let mut order: Vec<usize> = (0..count).filter(|&c| index.lists.len(c) > 0).collect();
+    let cost = |c: usize| index.lists.len(c) * index.candidates(c);
     order.sort_by_key(|&c| (std::cmp::Reverse(cost(c)), c));
-    let found: Vec<Vec<(u32, f32)>> = order
+    let searches: Vec<Search> = order
         .par_iter()
-        .map(|&c| search_cluster(scoring, lists.members(c), &lists, &probes[c], k))
+        .map(|&c| search_cluster(scoring, &index, c, k))
         .collect();
     let mut edges = vec![(0u32, 0.0f32); n * k];
-    for (&c, rows) in order.iter().zip(&found) {
-        for (&i, row) in lists.members(c).iter().zip(rows.chunks_exact(k)) {
+    for (&c, search) in order.iter().zip(&searches) {
+        for (&i, row) in index
+            .lists
+            .members(c)
+            .iter()
+            .zip(search.found.chunks_exact(k))
+        {
             edges[i as usize * k..(i as usize + 1) * k].copy_from_slice(row);
         }
     }
     stats.seconds_search = started.elapsed().as_secs_f64();
     stats.clusters = count;
-    stats.largest_cluster = (0..count).map(|c| lists.len(c)).max().unwrap_or(0);
-    stats.scored_pairs = order.iter().map(|&c| cost(c) as u64).sum();
-    let mut scratch: Vec<usize> = order
-        .iter()
-        .map(|&c| search_scratch_bytes(lists.len(c), candidates_of(&lists, &probes[c]), dim, k))
-        .collect();
+    stats.largest_cluster = (0..count).map(|c| index.lists.len(c)).max().unwrap_or(0);
+    stats.scored_pairs = searches.iter().map(|s| s.scored_pairs).sum();
+    let mut scratch: Vec<usize> = searches.iter().map(|s| s.scratch_bytes).collect();
     scratch.sort_unstable_by(|a, b| b.cmp(a));
     stats.peak_search_scratch_bytes = scratch.iter().take(threads.max(1)).sum();
     let f32s = std::mem::size_of::<f32>();
     stats.peak_bytes = n * (dim + 1) * f32s // the scaled rows and their norms
-        + 2 * n * f32s // cluster of each row, rows by cluster
+        + (1 + index.next_width) * n * f32s // rows by cluster, next-nearest clusters
         + 2 * n * k * std::mem::size_of::<(u32, f32)>() // per-cluster results and the graph
         + stats.peak_search_scratch_bytes;
     (KnnGraph { k, metric, edges }, stats)
 }
 
-/// Rows a cluster's queries are scored against.
-fn candidates_of(lists: &Lists, probes: &[usize]) -> usize {
-    probes.iter().map(|&p| lists.len(p)).sum()
+/// The inverted file: which rows each cluster holds and which clusters its queries search.
+struct Index {
+    lists: Lists,
+    /// For each cluster: itself, then the clusters whose rows its queries are all scored
+    /// against (see [`Centroids::probe_lists`]).
+    probes: Vec<Vec<usize>>,
+    /// Each row's next-nearest clusters after its own (`rows × next_width`), nearest first.
+    next: Vec<u32>,
+    next_width: usize,
 }
 
-/// Bytes [`search_cluster`] allocates for `queries` rows against `candidates` rows.
-fn search_scratch_bytes(queries: usize, candidates: usize, dim: usize, k: usize) -> usize {
-    let floats = QUERY_BLOCK.min(queries) * (candidates + dim) + candidates * (dim + 2);
-    floats * std::mem::size_of::<f32>() + queries * k * std::mem::size_of::<(u32, f32)>()
-}
-
-/// The `k` nearest neighbours of each of `queries` (ascending row indices) among the rows of
-/// the clusters `probes` (which include the queries' own), one graph row per query in turn.
-fn search_cluster(
-    scoring: &Scoring,
-    queries: &[u32],
-    lists: &Lists,
-    probes: &[usize],
-    k: usize,
-) -> Vec<(u32, f32)> {
-    let dim = scoring.dim;
-    // Ascending indices: top_k keeps the lower position on equal scores, so the lower index.
-    let mut candidates: Vec<u32> = probes
-        .iter()
-        .flat_map(|&p| lists.members(p).iter().copied())
-        .collect();
-    candidates.sort_unstable();
-    let c = candidates.len();
-    let mut rows = Vec::with_capacity(c * dim);
-    let mut norms = Vec::with_capacity(c);
-    for &j in &candidates {
-        rows.extend_from_slice(scoring.row(j as usize));
-        norms.push(scoring.squared_norms[j as usize]);
+impl Index {
+    fn new(scoring: &Scoring, count: usize, k: usize, params: &ApproxKnn) -> Self {
+        let centroids = Centroids::train(scoring, count, params);
+        let choices = params.query_choices.clamp(1, count);
+        let nearest = centroids.nearest(&scoring.rows, scoring.dim, choices);
+        let own: Vec<u32> = nearest.iter().step_by(choices).copied().collect();
+        let lists = Lists::new(&own, count);
+        drop(own);
+        let next = if choices > 1 {
+            nearest
+                .chunks_exact(choices)
+                .flat_map(|row| row[1..].iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let probes = centroids.probe_lists(&lists, params.probe, k + 1);
+        Self {
+            lists,
+            probes,
+            next,
+            next_width: choices - 1,
+        }
     }
+
+    /// Rows all queries of `cluster` are scored against.
+    fn candidates(&self, cluster: usize) -> usize {
+        self.probes[cluster]
+            .iter()
+            .map(|&p| self.lists.len(p))
+            .sum()
+    }
+
+    /// The next-nearest clusters of row `i` after its own.
+    fn next_of(&self, i: usize) -> &[u32] {
+        &self.next[i * self.next_width..(i + 1) * self.next_width]
+    }
+}
+
+/// One cluster's search: its queries' neighbours and what it cost.
+struct Search {
+    /// `k` neighbours per query of the cluster, in the order of its rows.
+    found: Vec<(u32, f32)>,
+    scored_pairs: u64,
+    scratch_bytes: usize,
+}
+
+/// Gathered rows to score queries against: ascending indices (so that `top_k`, which keeps the
+/// lower position on equal scores, keeps the lower index), their rows and squared norms.
+#[derive(Default)]
+struct Candidates {
+    indices: Vec<u32>,
+    rows: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+impl Candidates {
+    fn gather(&mut self, scoring: &Scoring, indices: impl Iterator<Item = u32>, sort: bool) {
+        self.indices.clear();
+        self.indices.extend(indices);
+        if sort {
+            self.indices.sort_unstable();
+        }
+        self.rows.clear();
+        self.norms.clear();
+        for &j in &self.indices {
+            self.rows.extend_from_slice(scoring.row(j as usize));
+            self.norms.push(scoring.squared_norms[j as usize]);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        (self.indices.capacity() + self.rows.capacity() + self.norms.capacity()) * 4
+    }
+}
+
+/// The `k` nearest neighbours of each row of `cluster` among the rows of its probed clusters
+/// and of the row's own next-nearest clusters. Scores are those of the exact search; merged
+/// lists keep its order (score, then lower index).
+fn search_cluster(scoring: &Scoring, index: &Index, cluster: usize, k: usize) -> Search {
+    let (dim, metric) = (scoring.dim, scoring.metric);
+    let queries = index.lists.members(cluster);
+    let mut candidates = Candidates::default();
+    let probes = &index.probes[cluster];
+    let members = |p: &usize| index.lists.members(*p).iter().copied();
+    candidates.gather(scoring, probes.iter().flat_map(members), true);
+    let c = candidates.indices.len();
     let mut scores = vec![0.0f32; QUERY_BLOCK.min(queries.len()) * c];
     let mut block_rows = Vec::with_capacity(QUERY_BLOCK * dim);
-    let mut out = vec![(0u32, 0.0f32); queries.len() * k];
+    let mut found = vec![(0u32, 0.0f32); queries.len() * k];
+    let mut scored_pairs = (queries.len() * c) as u64;
     for (block, found) in queries
         .chunks(QUERY_BLOCK)
-        .zip(out.chunks_mut(QUERY_BLOCK * k))
+        .zip(found.chunks_mut(QUERY_BLOCK * k))
     {
-        block_rows.clear();
-        for &i in block {
-            block_rows.extend_from_slice(scoring.row(i as usize));
-        }
-        let m = block.len();
+        gather_rows(&mut block_rows, scoring, block.iter().map(|&i| i as usize));
+        let (rows, norms) = (&candidates.rows, &candidates.norms);
         score_block(
             &mut scores,
             &block_rows,
-            m,
-            &rows,
-            &norms,
+            block.len(),
+            rows,
+            norms,
             dim,
-            scoring.metric,
+            metric,
             1,
         );
         for ((&i, row), found) in block.iter().zip(scores.chunks(c)).zip(found.chunks_mut(k)) {
-            let itself = candidates.binary_search(&i).unwrap_or(usize::MAX);
+            let itself = candidates.indices.binary_search(&i).unwrap_or(usize::MAX);
             top_k(row, itself, found);
             for edge in found.iter_mut() {
-                edge.0 = candidates[edge.0 as usize];
-            }
-            if scoring.metric == Metric::Euclidean {
-                exact_distances(scoring, i as usize, found);
+                edge.0 = candidates.indices[edge.0 as usize];
             }
         }
     }
-    out
+    let mut scratch_bytes = candidates.bytes() + scores.capacity() * 4;
+    // (next-nearest cluster, query position) for clusters the probe list left out.
+    let mut probed = probes.clone();
+    probed.sort_unstable();
+    let mut extra: Vec<(u32, u32)> = Vec::new();
+    for (position, &i) in queries.iter().enumerate() {
+        for &o in index.next_of(i as usize) {
+            if probed.binary_search(&(o as usize)).is_err() {
+                extra.push((o, position as u32));
+            }
+        }
+    }
+    extra.sort_unstable();
+    let mut more = vec![(0u32, 0.0f32); k];
+    for group in extra.chunk_by(|a, b| a.0 == b.0) {
+        candidates.gather(scoring, members(&(group[0].0 as usize)), false);
+        let c = candidates.indices.len();
+        if c == 0 {
+            continue;
+        }
+        scored_pairs += (group.len() * c) as u64;
+        let mut scores = vec![0.0f32; QUERY_BLOCK.min(group.len()) * c];
+        for block in group.chunks(QUERY_BLOCK) {
+            let rows = block.iter().map(|&(_, q)| queries[q as usize] as usize);
+            gather_rows(&mut block_rows, scoring, rows);
+            let (rows, norms) = (&candidates.rows, &candidates.norms);
+            score_block(
+                &mut scores,
+                &block_rows,
+                block.len(),
+                rows,
+                norms,
+                dim,
+                metric,
+                1,
+            );
+            for (&(_, q), row) in block.iter().zip(scores.chunks(c)) {
+                let more = &mut more[..k.min(c)];
+                top_k(row, usize::MAX, more);
+                for edge in more.iter_mut() {
+                    edge.0 = candidates.indices[edge.0 as usize];
+                }
+                let q = q as usize;
+                merge_best(&mut found[q * k..(q + 1) * k], more);
+            }
+        }
+        scratch_bytes = scratch_bytes.max(candidates.bytes() + scores.capacity() * 4);
+    }
+    if metric == Metric::Euclidean {
+        for (&i, found) in queries.iter().zip(found.chunks_mut(k)) {
+            exact_distances(scoring, i as usize, found);
+        }
+    }
+    scratch_bytes += (block_rows.capacity() + extra.capacity() * 2) * 4
+        + found.capacity() * std::mem::size_of::<(u32, f32)>();
+    Search {
+        found,
+        scored_pairs,
+        scratch_bytes,
+    }
+}
+
+/// `out` ← the rows `rows` of `scoring`, one after another.
+fn gather_rows(out: &mut Vec<f32>, scoring: &Scoring, rows: impl Iterator<Item = usize>) {
+    out.clear();
+    rows.for_each(|i| out.extend_from_slice(scoring.row(i)));
+}
+
+/// `best` ← the best `best.len()` of `best` and `more` (two disjoint lists, each best first:
+/// higher score, then lower index).
+fn merge_best(best: &mut [(u32, f32)], more: &[(u32, f32)]) {
+    let before = |a: &(u32, f32), b: &(u32, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+    let old = best.to_vec();
+    let (mut a, mut b) = (0, 0);
+    for slot in best.iter_mut() {
+        let take_old = b == more.len() || (a < old.len() && before(&old[a], &more[b]));
+        if take_old {
+            *slot = old[a];
+            a += 1;
+        } else {
+            *slot = more[b];
+            b += 1;
+        }
+    }
 }
 
 /// k-means centroids, scaled to unit length for [`Metric::Cosine`] (spherical k-means).
@@ -255,7 +401,7 @@ impl Centroids {
         };
         centroids.update_norms();
         for _ in 0..params.iterations {
-            let nearest = centroids.nearest(&sample, dim);
+            let nearest = centroids.nearest(&sample, dim, 1);
             let mut sums = vec![0.0f64; count * dim];
             let mut sizes = vec![0usize; count];
             for (row, &c) in sample.chunks_exact(dim).zip(&nearest) {
@@ -306,20 +452,29 @@ impl Centroids {
         self.squared_norms.len()
     }
 
-    /// The nearest centroid of each of `rows` (`dim` columns), ties to the lower index.
-    fn nearest(&self, rows: &[f32], dim: usize) -> Vec<u32> {
+    /// The `choices` nearest centroids of each of `rows` (`dim` columns), nearest first and
+    /// ties to the lower index: `rows × choices` cluster indices.
+    fn nearest(&self, rows: &[f32], dim: usize, choices: usize) -> Vec<u32> {
         let count = self.len();
-        let mut nearest = vec![0u32; rows.len() / dim];
+        let choices = choices.clamp(1, count);
+        let mut nearest = vec![0u32; rows.len() / dim * choices];
         nearest
-            .par_chunks_mut(ASSIGN_BLOCK)
+            .par_chunks_mut(ASSIGN_BLOCK * choices)
             .zip(rows.par_chunks(ASSIGN_BLOCK * dim))
             .for_each(|(nearest, block)| {
-                let m = nearest.len();
+                let m = block.len() / dim;
                 let mut scores = vec![0.0f32; m * count];
                 let (centroids, norms) = (&self.rows, &self.squared_norms);
                 score_block(&mut scores, block, m, centroids, norms, dim, self.metric, 1);
-                for (slot, row) in nearest.iter_mut().zip(scores.chunks_exact(count)) {
-                    *slot = best_index(row) as u32;
+                let mut best = vec![(0u32, 0.0f32); choices];
+                for (slots, row) in nearest
+                    .chunks_exact_mut(choices)
+                    .zip(scores.chunks_exact(count))
+                {
+                    top_k(row, usize::MAX, &mut best);
+                    for (slot, &(c, _)) in slots.iter_mut().zip(&best) {
+                        *slot = c;
+                    }
                 }
             });
         nearest
@@ -359,17 +514,6 @@ impl Centroids {
             })
             .collect()
     }
-}
-
-/// Position of the largest score, the first on ties.
-fn best_index(scores: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &s) in scores.iter().enumerate() {
-        if s > scores[best] {
-            best = j;
-        }
-    }
-    best
 }
 
 /// The rows of each cluster, ascending (an inverted file).

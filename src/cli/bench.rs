@@ -66,12 +66,9 @@ pub struct BenchKnnArgs {
     /// Clusters of the approximate search (0: ⌈√points⌉).
     #[arg(long, default_value_t = ApproxKnn::default().clusters)]
     pub clusters: usize,
-    /// Clusters each cluster's rows are compared with (their own included).
+    /// Clusters each row is compared with: those of its nearest centroids.
     #[arg(long, default_value_t = ApproxKnn::default().probe, value_parser = parse_positive)]
     pub probe: usize,
-    /// Nearest centroids of each row whose clusters join its cluster's list (1: its own).
-    #[arg(long, default_value_t = ApproxKnn::default().query_choices, value_parser = parse_positive)]
-    pub query_choices: usize,
     /// Directory with the Fashion-MNIST IDX files.
     #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
     pub data: PathBuf,
@@ -125,7 +122,6 @@ fn bench_knn(args: BenchKnnArgs) -> anyhow::Result<()> {
     let approx = ApproxKnn {
         clusters: args.clusters,
         probe: args.probe,
-        query_choices: args.query_choices,
         ..ApproxKnn::default()
     };
     let r = crate::train::knn::bench::bench_knn(

@@ -47,6 +47,10 @@ impl KnnGraph {
 /// Scores compared with the current k-th best at once when looking for a row's neighbours.
 const SCAN_CHUNK: usize = 32;
 
+/// Products with fewer rows or columns than this are padded to it: gemm computes products of at
+/// most 16 × 16 (and one-row or one-column ones) with other kernels that sum in another order.
+const MIN_PRODUCT_SIDE: usize = 17;
+
 /// Rows scored against all others at once (rows × n floats of scratch).
 const BLOCK: usize = 128;
 
@@ -87,13 +91,31 @@ struct Scoring {
 impl Scoring {
     fn new(features: &[f32], dim: usize, metric: Metric) -> Self {
         let n = features.len() / dim;
-        let mut rows = features[..n * dim].to_vec();
-        let mut squared_norms: Vec<f32> = rows.chunks_exact(dim).map(squared_norm).collect();
-        if metric == Metric::Cosine {
-            for (row, sq) in rows.chunks_exact_mut(dim).zip(&mut squared_norms) {
-                let norm = sq.sqrt().max(1e-12);
-                row.iter_mut().for_each(|v| *v /= norm);
-                *sq = squared_norm(row);
+        Self::in_order(features, dim, metric, 0..n)
+    }
+
+    /// The rows `order` of `features`, in that order.
+    fn in_order(
+        features: &[f32],
+        dim: usize,
+        metric: Metric,
+        order: impl ExactSizeIterator<Item = usize>,
+    ) -> Self {
+        let mut rows = Vec::with_capacity(order.len() * dim);
+        let mut squared_norms = Vec::with_capacity(order.len());
+        for i in order {
+            let row = &features[i * dim..(i + 1) * dim];
+            match metric {
+                Metric::Cosine => {
+                    let norm = squared_norm(row).sqrt().max(1e-12);
+                    let start = rows.len();
+                    rows.extend(row.iter().map(|v| v / norm));
+                    squared_norms.push(squared_norm(&rows[start..]));
+                }
+                Metric::Euclidean => {
+                    rows.extend_from_slice(row);
+                    squared_norms.push(squared_norm(row));
+                }
             }
         }
         Self {
@@ -123,8 +145,8 @@ fn squared_norm(row: &[f32]) -> f32 {
 /// |a − b| for a fixed a). `candidate_norms` holds |b|² (read only for Euclidean).
 ///
 /// Every score is one fused multiply-add chain over the columns in order, whatever the block's
-/// shape or thread count, so a pair scores the same in the exact and the approximate search.
-/// A single query row is scored as two (a one-row product takes another summation path).
+/// shape or thread count (for `dim` up to 512, which gemm never splits), so a pair scores the
+/// same in the exact and the approximate search.
 #[allow(clippy::too_many_arguments)]
 fn score_block(
     scores: &mut [f32],
@@ -137,26 +159,27 @@ fn score_block(
     threads: usize,
 ) {
     let c = candidate_norms.len();
-    let candidates = View::new(candidates, c, dim).t();
-    if m == 1 {
-        let mut pair = vec![0.0f32; 2 * c];
-        let twice = queries[..dim].repeat(2);
-        matmul(
-            &mut pair,
-            View::new(&twice, 2, dim),
-            candidates,
-            false,
-            threads,
+    if m.min(c) < MIN_PRODUCT_SIDE {
+        // gemm sums small products (m·c ≤ 256, or one row or column) in another order: pad.
+        let (m2, c2) = (m.max(MIN_PRODUCT_SIDE), c.max(MIN_PRODUCT_SIDE));
+        let pad = |rows: &[f32], count: usize, to: usize| {
+            let mut padded = rows[..count * dim].to_vec();
+            padded.resize(to * dim, 0.0);
+            padded
+        };
+        let (queries, candidates) = (pad(queries, m, m2), pad(candidates, c, c2));
+        let mut padded = vec![0.0f32; m2 * c2];
+        let (a, b) = (
+            View::new(&queries, m2, dim),
+            View::new(&candidates, c2, dim),
         );
-        scores[..c].copy_from_slice(&pair[..c]);
+        matmul(&mut padded, a, b.t(), false, threads);
+        for (row, padded) in scores.chunks_mut(c).zip(padded.chunks(c2)).take(m) {
+            row.copy_from_slice(&padded[..c]);
+        }
     } else {
-        matmul(
-            scores,
-            View::new(queries, m, dim),
-            candidates,
-            false,
-            threads,
-        );
+        let (a, b) = (View::new(queries, m, dim), View::new(candidates, c, dim));
+        matmul(scores, a, b.t(), false, threads);
     }
     if metric == Metric::Euclidean {
         let adjust = |row: &mut [f32]| {
@@ -245,9 +268,11 @@ fn exact_neighbours(
             .zip(scores[..m * n].par_chunks(n))
             .zip(block)
             .for_each(|((out, row), &i)| {
-                top_k(row, i, out);
+                let mut best = Best::new(k);
+                best.offer(row, |j| j as u32, i as u32);
+                best.write(out);
                 if scoring.metric == Metric::Euclidean {
-                    exact_distances(scoring, i, out);
+                    exact_distances(scoring.row(i), |j| scoring.row(j as usize), out);
                 }
             });
     }
@@ -257,10 +282,9 @@ fn exact_neighbours(
 /// Replaces the scores in `out` (row `i`'s chosen neighbours) by their exact Euclidean distances
 /// and orders them nearest first, ties by index: the score `2·a·b − |b|²` ranks well but loses
 /// digits to cancellation when turned back into a distance.
-fn exact_distances(scoring: &Scoring, i: usize, out: &mut [(u32, f32)]) {
-    let a = scoring.row(i);
+fn exact_distances<'a>(a: &[f32], row_of: impl Fn(u32) -> &'a [f32], out: &mut [(u32, f32)]) {
     for (j, value) in out.iter_mut() {
-        let b = scoring.row(*j as usize);
+        let b = row_of(*j);
         *value = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
     }
     out.sort_unstable_by(|p, q| p.1.total_cmp(&q.1).then(p.0.cmp(&q.0)));
@@ -269,38 +293,65 @@ fn exact_distances(scoring: &Scoring, i: usize, out: &mut [(u32, f32)]) {
     }
 }
 
-/// The `out.len()` largest entries of `row` other than `itself` as (index, score), largest
-/// first; equal scores keep the lower index first.
-fn top_k(row: &[f32], itself: usize, out: &mut [(u32, f32)]) {
-    let k = out.len();
-    if k == 0 {
-        return;
-    }
-    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
-    let mut floor = f32::NEG_INFINITY;
-    // Once k scores are kept, almost every chunk lies wholly at or below the floor: its maximum
-    // (a vectorised reduction) skips it without a branch per score.
-    for (c, chunk) in row.chunks(SCAN_CHUNK).enumerate() {
-        if chunk.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) <= floor {
-            continue;
+/// The best `k` (score, index) pairs offered so far: higher score first, and the lower index
+/// first on equal scores. Being a total order, the result does not depend on the order in
+/// which candidates are offered.
+struct Best {
+    k: usize,
+    kept: Vec<(f32, u32)>,
+}
+
+impl Best {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            kept: Vec::with_capacity(k + 1),
         }
-        for (offset, &s) in chunk.iter().enumerate() {
-            let j = c * SCAN_CHUNK + offset;
-            if s <= floor || j == itself {
+    }
+
+    /// Offers `scores`, the score of candidate `index_of(p)` at position `p`, except `itself`.
+    fn offer(&mut self, scores: &[f32], index_of: impl Fn(usize) -> u32, itself: u32) {
+        let k = self.k;
+        if k == 0 {
+            return;
+        }
+        let ahead = |a: (f32, u32), b: (f32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+        let mut floor = self.floor();
+        // Once k scores are kept, almost every chunk lies wholly below the floor: its maximum
+        // (a vectorised reduction) skips it without a branch per score.
+        for (c, chunk) in scores.chunks(SCAN_CHUNK).enumerate() {
+            if chunk.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) < floor.0 {
                 continue;
             }
-            let at = best.partition_point(|&(b, _)| b >= s);
-            best.insert(at, (s, j as u32));
-            if best.len() > k {
-                best.pop();
-            }
-            if best.len() == k {
-                floor = best[k - 1].0;
+            for (offset, &s) in chunk.iter().enumerate() {
+                if s < floor.0 {
+                    continue;
+                }
+                let j = index_of(c * SCAN_CHUNK + offset);
+                if j == itself || (self.kept.len() == k && !ahead((s, j), floor)) {
+                    continue;
+                }
+                let at = self.kept.partition_point(|&b| ahead(b, (s, j)));
+                self.kept.insert(at, (s, j));
+                self.kept.truncate(k);
+                floor = self.floor();
             }
         }
     }
-    for (slot, &(s, j)) in out.iter_mut().zip(&best) {
-        *slot = (j, s);
+
+    /// The entry a candidate must beat once `k` are kept (nothing to beat before).
+    fn floor(&self) -> (f32, u32) {
+        match self.kept.len() == self.k {
+            true => self.kept[self.k - 1],
+            false => (f32::NEG_INFINITY, u32::MAX),
+        }
+    }
+
+    /// Writes the kept pairs into `out` as (index, score), best first.
+    fn write(&self, out: &mut [(u32, f32)]) {
+        for (slot, &(s, j)) in out.iter_mut().zip(&self.kept) {
+            *slot = (j, s);
+        }
     }
 }
 

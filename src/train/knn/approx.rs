@@ -1,19 +1,25 @@
 //! Approximate k-NN for pools too large for the exact n² search: an inverted file over k-means
-//! clusters. Rows are grouped by their nearest centroid; the queries of one cluster are scored
-//! against the rows of the few clusters whose centroids lie nearest to theirs, in one matrix
-//! product per block of queries, and keep their k best exactly as the exact search does.
+//! clusters (IVF). Every row is compared only with the rows of the `probe` clusters whose
+//! centroids lie nearest to it. The rows of one cluster are searched together: for each cluster
+//! some of them probe, those rows are scored against its rows in cache-sized matrix products,
+//! and each keeps its k best exactly as the exact search does.
 //!
-//! With about √n clusters and a fixed number probed, each row meets about `probe · √n` others,
-//! so the whole graph costs about `probe · n^1.5 · dim` multiply-adds instead of `n² · dim`.
+//! With about √n clusters of about √n rows, each row meets about `probe · √n` others, so the
+//! graph costs about `probe · n^1.5 · dim` multiply-adds instead of `n² · dim`, plus
+//! `n^1.5 · dim` to find each row's nearest centroids.
 
-use super::{exact_distances, score_block, top_k, KnnGraph, Metric, Scoring};
+use super::{exact_distances, score_block, Best, KnnGraph, Metric, Scoring};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-/// Queries of one cluster scored at once (query block × candidates floats of scratch).
-const QUERY_BLOCK: usize = 256;
+/// Queries scored at once against one tile of candidates.
+const QUERY_TILE: usize = 64;
+
+/// Candidates scored at once: `QUERY_TILE × CANDIDATE_TILE` scores (256 KiB) stay in cache
+/// between the product that writes them and the top-k scan that reads them.
+const CANDIDATE_TILE: usize = 1024;
 
 /// Rows assigned to centroids at once.
 const ASSIGN_BLOCK: usize = 512;
@@ -23,13 +29,9 @@ const ASSIGN_BLOCK: usize = 512;
 pub struct ApproxKnn {
     /// Clusters (inverted lists); 0 picks ⌈√n⌉.
     pub clusters: usize,
-    /// Clusters whose rows the queries of one cluster are scored against: their own and the
-    /// ones whose centroids are nearest to its centroid (more when these hold fewer than k + 1
-    /// rows). Covering every cluster gives the exact graph.
+    /// Clusters each row is compared with: those of its nearest centroids (every cluster when
+    /// these hold fewer than k + 1 rows). Probing every cluster gives the exact graph.
     pub probe: usize,
-    /// Nearest centroids of each query whose clusters join its cluster's list (1: its own
-    /// only): rows near a cluster's edge find neighbours across it.
-    pub query_choices: usize,
     /// Rows of the k-means sample per cluster (the sample is capped at all rows).
     pub sample_per_cluster: usize,
     /// Lloyd iterations on the sample.
@@ -44,8 +46,7 @@ impl Default for ApproxKnn {
     fn default() -> Self {
         Self {
             clusters: 0,
-            probe: 10,
-            query_choices: 1,
+            probe: 6,
             sample_per_cluster: 32,
             iterations: 6,
             seed: 0x6b6e_6e,
@@ -62,26 +63,29 @@ pub struct ApproxStats {
     pub largest_cluster: usize,
     /// Query–candidate scores computed (n² for the exact graph).
     pub scored_pairs: u64,
-    /// Seconds spent on k-means and assigning rows to clusters.
+    /// Rows compared with every row because their probed clusters held fewer than k + 1.
+    pub rows_searched_exactly: usize,
+    /// Seconds spent on k-means and finding each row's nearest centroids.
     pub seconds_clustering: f64,
-    /// Seconds spent scoring queries against their candidates.
+    /// Seconds spent scoring rows against their candidates.
     pub seconds_search: f64,
-    /// Largest scratch of the cluster searches running at once (the `threads` largest), bytes.
+    /// Scratch of the `threads` largest cluster searches (which may run at once), bytes.
     pub peak_search_scratch_bytes: usize,
     /// Estimate of everything allocated at once at the peak: the scaled copy of the rows, the
-    /// index, the edges and [`Self::peak_search_scratch_bytes`].
+    /// index, the edges and [`Self::peak_search_scratch_bytes`], bytes.
     pub peak_bytes: usize,
 }
 
 /// Builds an approximate k-NN graph of `features` (`n × dim` row-major, `dim > 0`; a trailing
 /// partial row is ignored) under `metric`, with `threads` threads: each row's neighbours are its
-/// `k` best among the rows of the [`ApproxKnn::probe`] clusters nearest to its own (see the
-/// module docs). Scores and ties are the exact search's, so a neighbour it finds has the value
-/// the exact graph gives it, and probing every cluster gives the exact graph.
+/// `k` best among the rows of the [`ApproxKnn::probe`] clusters nearest to it (see the module
+/// docs). Scores and ties are the exact search's, so a neighbour found has the value the exact
+/// graph gives it, and probing every cluster gives the exact graph.
 ///
-/// Deterministic: the clusters come from a seeded sample, every cluster is searched on one
-/// thread, and the graph does not depend on `threads`. Memory beyond the graph and a copy of
-/// the rows is the searches' scratch (see [`ApproxStats`]), never n².
+/// Deterministic: the clusters come from a seeded sample, every score is computed the same way
+/// on any thread, and the k best under a total order do not depend on the order in which they
+/// were found; the graph does not depend on `threads`. Memory beyond the graph and a copy of the
+/// rows is the searches' scratch (see [`ApproxStats`]), never n².
 pub fn knn_graph_approx(
     features: &[f32],
     dim: usize,
@@ -90,7 +94,7 @@ pub fn knn_graph_approx(
     threads: usize,
     params: &ApproxKnn,
 ) -> (KnnGraph, ApproxStats) {
-    let build = || build(&Scoring::new(features, dim, metric), k, threads, params);
+    let build = || build(features, dim, k, metric, threads, params);
     match rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
@@ -101,12 +105,14 @@ pub fn knn_graph_approx(
 }
 
 fn build(
-    scoring: &Scoring,
+    features: &[f32],
+    dim: usize,
     k: usize,
+    metric: Metric,
     threads: usize,
     params: &ApproxKnn,
 ) -> (KnnGraph, ApproxStats) {
-    let (n, dim, metric) = (scoring.len(), scoring.dim, scoring.metric);
+    let n = features.len() / dim;
     let k = k.min(n.saturating_sub(1));
     let mut stats = ApproxStats::default();
     if k == 0 {
@@ -123,252 +129,177 @@ fn build(
         c => c,
     }
     .clamp(1, n);
-    let index = Index::new(scoring, count, k, params);
+    let index = Index::new(features, dim, metric, count, params);
     stats.seconds_clustering = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
-    // Largest searches first, so that no long one starts last.
-    let mut order: Vec<usize> = (0..count).filter(|&c| index.lists.len(c) > 0).collect();
-    let cost = |c: usize| index.lists.len(c) * index.candidates(c);
-    order.sort_by_key(|&c| (std::cmp::Reverse(cost(c)), c));
+    // Largest clusters first, so that no long search starts last.
+    let mut order: Vec<usize> = (0..count).filter(|&c| index.len(c) > 0).collect();
+    order.sort_by_key(|&c| (std::cmp::Reverse(index.len(c)), c));
     let searches: Vec<Search> = order
         .par_iter()
-        .map(|&c| search_cluster(scoring, &index, c, k))
+        .map(|&c| search_cluster(&index, c, k))
         .collect();
     let mut edges = vec![(0u32, 0.0f32); n * k];
     for (&c, search) in order.iter().zip(&searches) {
-        for (&i, row) in index
-            .lists
-            .members(c)
-            .iter()
-            .zip(search.found.chunks_exact(k))
-        {
-            edges[i as usize * k..(i as usize + 1) * k].copy_from_slice(row);
+        let rows = &index.original[index.starts[c]..index.starts[c + 1]];
+        for (&i, found) in rows.iter().zip(search.found.chunks_exact(k)) {
+            edges[i as usize * k..(i as usize + 1) * k].copy_from_slice(found);
         }
     }
     stats.seconds_search = started.elapsed().as_secs_f64();
     stats.clusters = count;
-    stats.largest_cluster = (0..count).map(|c| index.lists.len(c)).max().unwrap_or(0);
+    stats.largest_cluster = order.first().map_or(0, |&c| index.len(c));
     stats.scored_pairs = searches.iter().map(|s| s.scored_pairs).sum();
+    stats.rows_searched_exactly = searches.iter().map(|s| s.searched_exactly).sum();
     let mut scratch: Vec<usize> = searches.iter().map(|s| s.scratch_bytes).collect();
     scratch.sort_unstable_by(|a, b| b.cmp(a));
     stats.peak_search_scratch_bytes = scratch.iter().take(threads.max(1)).sum();
     let f32s = std::mem::size_of::<f32>();
     stats.peak_bytes = n * (dim + 1) * f32s // the scaled rows and their norms
-        + (1 + index.next_width) * n * f32s // rows by cluster, next-nearest clusters
+        + (2 + index.probe) * n * f32s // row order, its inverse, nearest clusters
         + 2 * n * k * std::mem::size_of::<(u32, f32)>() // per-cluster results and the graph
         + stats.peak_search_scratch_bytes;
     (KnnGraph { k, metric, edges }, stats)
 }
 
-/// The inverted file: which rows each cluster holds and which clusters its queries search.
+/// The inverted file: the rows in cluster order, and each row's nearest clusters.
 struct Index {
-    lists: Lists,
-    /// For each cluster: itself, then the clusters whose rows its queries are all scored
-    /// against (see [`Centroids::probe_lists`]).
-    probes: Vec<Vec<usize>>,
-    /// Each row's next-nearest clusters after its own (`rows × next_width`), nearest first.
-    next: Vec<u32>,
-    next_width: usize,
+    /// The scaled rows, cluster by cluster (ascending row index within a cluster).
+    scoring: Scoring,
+    /// Where each cluster's rows start in [`Self::scoring`] (one more entry than clusters).
+    starts: Vec<usize>,
+    /// The row index of each position of [`Self::scoring`].
+    original: Vec<u32>,
+    /// The position of each row in [`Self::scoring`].
+    position: Vec<u32>,
+    /// Each row's `probe` nearest clusters, nearest (its own) first; by row index.
+    nearest: Vec<u32>,
+    probe: usize,
 }
 
 impl Index {
-    fn new(scoring: &Scoring, count: usize, k: usize, params: &ApproxKnn) -> Self {
-        let centroids = Centroids::train(scoring, count, params);
-        let choices = params.query_choices.clamp(1, count);
-        let nearest = centroids.nearest(&scoring.rows, scoring.dim, choices);
-        let own: Vec<u32> = nearest.iter().step_by(choices).copied().collect();
-        let lists = Lists::new(&own, count);
-        drop(own);
-        let next = if choices > 1 {
-            nearest
-                .chunks_exact(choices)
-                .flat_map(|row| row[1..].iter().copied())
-                .collect()
-        } else {
-            Vec::new()
+    fn new(features: &[f32], dim: usize, metric: Metric, count: usize, params: &ApproxKnn) -> Self {
+        let probe = params.probe.clamp(1, count);
+        let nearest = {
+            let scoring = Scoring::new(features, dim, metric);
+            let centroids = Centroids::train(&scoring, count, params);
+            centroids.nearest(&scoring.rows, dim, probe)
         };
-        let probes = centroids.probe_lists(&lists, params.probe, k + 1);
+        let mut starts = vec![0usize; count + 1];
+        for row in nearest.chunks_exact(probe) {
+            starts[row[0] as usize + 1] += 1;
+        }
+        for c in 0..count {
+            starts[c + 1] += starts[c];
+        }
+        let mut next = starts.clone();
+        let mut original = vec![0u32; nearest.len() / probe];
+        let mut position = vec![0u32; original.len()];
+        for (i, row) in nearest.chunks_exact(probe).enumerate() {
+            let c = row[0] as usize;
+            original[next[c]] = i as u32;
+            position[i] = next[c] as u32;
+            next[c] += 1;
+        }
+        let order = original.iter().map(|&i| i as usize);
+        let scoring = Scoring::in_order(features, dim, metric, order);
         Self {
-            lists,
-            probes,
-            next,
-            next_width: choices - 1,
+            scoring,
+            starts,
+            original,
+            position,
+            nearest,
+            probe,
         }
     }
 
-    /// Rows all queries of `cluster` are scored against.
-    fn candidates(&self, cluster: usize) -> usize {
-        self.probes[cluster]
-            .iter()
-            .map(|&p| self.lists.len(p))
-            .sum()
+    fn len(&self, cluster: usize) -> usize {
+        self.starts[cluster + 1] - self.starts[cluster]
     }
 
-    /// The next-nearest clusters of row `i` after its own.
-    fn next_of(&self, i: usize) -> &[u32] {
-        &self.next[i * self.next_width..(i + 1) * self.next_width]
+    /// Positions of `cluster`'s rows.
+    fn span(&self, cluster: usize) -> std::ops::Range<usize> {
+        self.starts[cluster]..self.starts[cluster + 1]
     }
 }
 
-/// One cluster's search: its queries' neighbours and what it cost.
+/// One cluster's search: its rows' neighbours and what it cost.
 struct Search {
-    /// `k` neighbours per query of the cluster, in the order of its rows.
+    /// `k` neighbours of each of the cluster's rows, in the cluster's order.
     found: Vec<(u32, f32)>,
     scored_pairs: u64,
+    searched_exactly: usize,
     scratch_bytes: usize,
 }
 
-/// Gathered rows to score queries against: ascending indices (so that `top_k`, which keeps the
-/// lower position on equal scores, keeps the lower index), their rows and squared norms.
-#[derive(Default)]
-struct Candidates {
-    indices: Vec<u32>,
-    rows: Vec<f32>,
-    norms: Vec<f32>,
-}
-
-impl Candidates {
-    fn gather(&mut self, scoring: &Scoring, indices: impl Iterator<Item = u32>, sort: bool) {
-        self.indices.clear();
-        self.indices.extend(indices);
-        if sort {
-            self.indices.sort_unstable();
-        }
-        self.rows.clear();
-        self.norms.clear();
-        for &j in &self.indices {
-            self.rows.extend_from_slice(scoring.row(j as usize));
-            self.norms.push(scoring.squared_norms[j as usize]);
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        (self.indices.capacity() + self.rows.capacity() + self.norms.capacity()) * 4
-    }
-}
-
 /// The `k` nearest neighbours of each row of `cluster` among the rows of its probed clusters
-/// and of the row's own next-nearest clusters. Scores are those of the exact search; merged
-/// lists keep its order (score, then lower index).
-fn search_cluster(scoring: &Scoring, index: &Index, cluster: usize, k: usize) -> Search {
-    let (dim, metric) = (scoring.dim, scoring.metric);
-    let queries = index.lists.members(cluster);
-    let mut candidates = Candidates::default();
-    let probes = &index.probes[cluster];
-    let members = |p: &usize| index.lists.members(*p).iter().copied();
-    candidates.gather(scoring, probes.iter().flat_map(members), true);
-    let c = candidates.indices.len();
-    let mut scores = vec![0.0f32; QUERY_BLOCK.min(queries.len()) * c];
-    let mut block_rows = Vec::with_capacity(QUERY_BLOCK * dim);
-    let mut found = vec![(0u32, 0.0f32); queries.len() * k];
-    let mut scored_pairs = (queries.len() * c) as u64;
-    for (block, found) in queries
-        .chunks(QUERY_BLOCK)
-        .zip(found.chunks_mut(QUERY_BLOCK * k))
-    {
-        gather_rows(&mut block_rows, scoring, block.iter().map(|&i| i as usize));
-        let (rows, norms) = (&candidates.rows, &candidates.norms);
-        score_block(
-            &mut scores,
-            &block_rows,
-            block.len(),
-            rows,
-            norms,
-            dim,
-            metric,
-            1,
-        );
-        for ((&i, row), found) in block.iter().zip(scores.chunks(c)).zip(found.chunks_mut(k)) {
-            let itself = candidates.indices.binary_search(&i).unwrap_or(usize::MAX);
-            top_k(row, itself, found);
-            for edge in found.iter_mut() {
-                edge.0 = candidates.indices[edge.0 as usize];
-            }
+/// (of every cluster when those hold fewer than k + 1 rows).
+fn search_cluster(index: &Index, cluster: usize, k: usize) -> Search {
+    let scoring = &index.scoring;
+    let dim = scoring.dim;
+    let span = index.span(cluster);
+    let clusters = index.starts.len() - 1;
+    // (probed cluster, query position within this cluster), grouped by probed cluster.
+    let mut visits: Vec<(u32, u32)> = Vec::with_capacity(span.len() * index.probe);
+    let mut searched_exactly = 0;
+    for (q, &i) in index.original[span.clone()].iter().enumerate() {
+        let probed = &index.nearest[i as usize * index.probe..(i as usize + 1) * index.probe];
+        let held: usize = probed.iter().map(|&c| index.len(c as usize)).sum();
+        if held > k {
+            visits.extend(probed.iter().map(|&c| (c, q as u32)));
+        } else {
+            searched_exactly += 1;
+            visits.extend((0..clusters as u32).map(|c| (c, q as u32)));
         }
     }
-    let mut scratch_bytes = candidates.bytes() + scores.capacity() * 4;
-    // (next-nearest cluster, query position) for clusters the probe list left out.
-    let mut probed = probes.clone();
-    probed.sort_unstable();
-    let mut extra: Vec<(u32, u32)> = Vec::new();
-    for (position, &i) in queries.iter().enumerate() {
-        for &o in index.next_of(i as usize) {
-            if probed.binary_search(&(o as usize)).is_err() {
-                extra.push((o, position as u32));
+    visits.sort_unstable();
+    let mut best: Vec<Best> = (0..span.len()).map(|_| Best::new(k)).collect();
+    let mut scores = vec![0.0f32; QUERY_TILE * CANDIDATE_TILE];
+    let mut tile_rows = Vec::with_capacity(QUERY_TILE * dim);
+    let mut scored_pairs = 0u64;
+    for group in visits.chunk_by(|a, b| a.0 == b.0) {
+        let candidates = index.span(group[0].0 as usize);
+        scored_pairs += (group.len() * candidates.len()) as u64;
+        for tile in group.chunks(QUERY_TILE) {
+            let m = tile.len();
+            tile_rows.clear();
+            for &(_, q) in tile {
+                tile_rows.extend_from_slice(scoring.row(span.start + q as usize));
             }
-        }
-    }
-    extra.sort_unstable();
-    let mut more = vec![(0u32, 0.0f32); k];
-    for group in extra.chunk_by(|a, b| a.0 == b.0) {
-        candidates.gather(scoring, members(&(group[0].0 as usize)), false);
-        let c = candidates.indices.len();
-        if c == 0 {
-            continue;
-        }
-        scored_pairs += (group.len() * c) as u64;
-        let mut scores = vec![0.0f32; QUERY_BLOCK.min(group.len()) * c];
-        for block in group.chunks(QUERY_BLOCK) {
-            let rows = block.iter().map(|&(_, q)| queries[q as usize] as usize);
-            gather_rows(&mut block_rows, scoring, rows);
-            let (rows, norms) = (&candidates.rows, &candidates.norms);
-            score_block(
-                &mut scores,
-                &block_rows,
-                block.len(),
-                rows,
-                norms,
-                dim,
-                metric,
-                1,
-            );
-            for (&(_, q), row) in block.iter().zip(scores.chunks(c)) {
-                let more = &mut more[..k.min(c)];
-                top_k(row, usize::MAX, more);
-                for edge in more.iter_mut() {
-                    edge.0 = candidates.indices[edge.0 as usize];
+            for from in candidates.clone().step_by(CANDIDATE_TILE) {
+                let to = (from + CANDIDATE_TILE).min(candidates.end);
+                let rows = &scoring.rows[from * dim..to * dim];
+                let norms = &scoring.squared_norms[from..to];
+                let metric = scoring.metric;
+                score_block(&mut scores, &tile_rows, m, rows, norms, dim, metric, 1);
+                let originals = &index.original[from..to];
+                for (&(_, q), row) in tile.iter().zip(scores.chunks(to - from)) {
+                    let itself = index.original[span.start + q as usize];
+                    best[q as usize].offer(row, |p| originals[p], itself);
                 }
-                let q = q as usize;
-                merge_best(&mut found[q * k..(q + 1) * k], more);
             }
         }
-        scratch_bytes = scratch_bytes.max(candidates.bytes() + scores.capacity() * 4);
     }
-    if metric == Metric::Euclidean {
-        for (&i, found) in queries.iter().zip(found.chunks_mut(k)) {
-            exact_distances(scoring, i as usize, found);
+    let mut found = vec![(0u32, 0.0f32); span.len() * k];
+    for ((best, found), &i) in best
+        .iter()
+        .zip(found.chunks_mut(k))
+        .zip(&index.original[span])
+    {
+        best.write(found);
+        if scoring.metric == Metric::Euclidean {
+            let row_of = |j: u32| scoring.row(index.position[j as usize] as usize);
+            exact_distances(row_of(i), row_of, found);
         }
     }
-    scratch_bytes += (block_rows.capacity() + extra.capacity() * 2) * 4
-        + found.capacity() * std::mem::size_of::<(u32, f32)>();
+    let scratch_bytes = (scores.capacity() + tile_rows.capacity() + 2 * visits.capacity()) * 4
+        + best.len() * (k + 1) * 8
+        + found.capacity() * 8;
     Search {
         found,
         scored_pairs,
+        searched_exactly,
         scratch_bytes,
-    }
-}
-
-/// `out` ← the rows `rows` of `scoring`, one after another.
-fn gather_rows(out: &mut Vec<f32>, scoring: &Scoring, rows: impl Iterator<Item = usize>) {
-    out.clear();
-    rows.for_each(|i| out.extend_from_slice(scoring.row(i)));
-}
-
-/// `best` ← the best `best.len()` of `best` and `more` (two disjoint lists, each best first:
-/// higher score, then lower index).
-fn merge_best(best: &mut [(u32, f32)], more: &[(u32, f32)]) {
-    let before = |a: &(u32, f32), b: &(u32, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
-    let old = best.to_vec();
-    let (mut a, mut b) = (0, 0);
-    for slot in best.iter_mut() {
-        let take_old = b == more.len() || (a < old.len() && before(&old[a], &more[b]));
-        if take_old {
-            *slot = old[a];
-            a += 1;
-        } else {
-            *slot = more[b];
-            b += 1;
-        }
     }
 }
 
@@ -466,86 +397,18 @@ impl Centroids {
                 let mut scores = vec![0.0f32; m * count];
                 let (centroids, norms) = (&self.rows, &self.squared_norms);
                 score_block(&mut scores, block, m, centroids, norms, dim, self.metric, 1);
-                let mut best = vec![(0u32, 0.0f32); choices];
                 for (slots, row) in nearest
                     .chunks_exact_mut(choices)
                     .zip(scores.chunks_exact(count))
                 {
-                    top_k(row, usize::MAX, &mut best);
-                    for (slot, &(c, _)) in slots.iter_mut().zip(&best) {
+                    let mut best = Best::new(choices);
+                    best.offer(row, |c| c as u32, u32::MAX);
+                    for (slot, &(_, c)) in slots.iter_mut().zip(&best.kept) {
                         *slot = c;
                     }
                 }
             });
         nearest
-    }
-
-    /// For each cluster, the clusters its queries are scored against: itself, then the others
-    /// by nearness of their centroids to its own (ties to the lower index), skipping empty
-    /// ones, until `probe` are taken and they hold at least `rows` rows.
-    fn probe_lists(&self, lists: &Lists, probe: usize, rows: usize) -> Vec<Vec<usize>> {
-        let count = self.len();
-        let mut scores = vec![0.0f32; count * count];
-        scores
-            .par_chunks_mut(ASSIGN_BLOCK * count)
-            .zip(self.rows.par_chunks(ASSIGN_BLOCK * self.dim))
-            .for_each(|(scores, block)| {
-                let m = block.len() / self.dim;
-                let (centroids, norms) = (&self.rows, &self.squared_norms);
-                score_block(scores, block, m, centroids, norms, self.dim, self.metric, 1);
-            });
-        scores
-            .par_chunks(count)
-            .enumerate()
-            .map(|(c, row)| {
-                let mut others: Vec<usize> =
-                    (0..count).filter(|&o| o != c && lists.len(o) > 0).collect();
-                others.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-                let mut taken = vec![c];
-                let mut held = lists.len(c);
-                for o in others {
-                    if taken.len() >= probe.max(1) && held >= rows {
-                        break;
-                    }
-                    taken.push(o);
-                    held += lists.len(o);
-                }
-                taken
-            })
-            .collect()
-    }
-}
-
-/// The rows of each cluster, ascending (an inverted file).
-struct Lists {
-    starts: Vec<usize>,
-    rows: Vec<u32>,
-}
-
-impl Lists {
-    fn new(cluster_of: &[u32], count: usize) -> Self {
-        let mut starts = vec![0usize; count + 1];
-        for &c in cluster_of {
-            starts[c as usize + 1] += 1;
-        }
-        for c in 0..count {
-            starts[c + 1] += starts[c];
-        }
-        let mut next = starts.clone();
-        let mut rows = vec![0u32; cluster_of.len()];
-        for (i, &c) in cluster_of.iter().enumerate() {
-            rows[next[c as usize]] = i as u32;
-            next[c as usize] += 1;
-        }
-        Self { starts, rows }
-    }
-
-    fn members(&self, cluster: usize) -> &[u32] {
-        &self.rows[self.starts[cluster]..self.starts[cluster + 1]]
-    }
-
-    fn len(&self, cluster: usize) -> usize {
-        self.starts[cluster + 1] - self.starts[cluster]
     }
 }
 

@@ -56,7 +56,7 @@ const BLOCK: usize = 128;
 
 /// Above this many rows [`knn_graph`] builds the approximate graph
 /// ([`knn_graph_approx`] with [`ApproxKnn::default`]); up to it, the exact one.
-pub const EXACT_UP_TO: usize = 20_000;
+pub const EXACT_UP_TO: usize = 60_000;
 
 /// Builds the k-NN graph of `features` (`n × dim` row-major, `dim > 0`; a trailing partial row
 /// is ignored) under `metric`, with `threads` threads.
@@ -293,6 +293,24 @@ fn exact_distances<'a>(a: &[f32], row_of: impl Fn(u32) -> &'a [f32], out: &mut [
     }
 }
 
+/// The largest of `chunk` (NaN ignored), kept in eight lanes so that it compiles to vector
+/// maxima.
+fn chunk_max(chunk: &[f32]) -> f32 {
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut eights = chunk.chunks_exact(8);
+    for eight in &mut eights {
+        for (lane, &s) in lanes.iter_mut().zip(eight) {
+            *lane = larger(*lane, s);
+        }
+    }
+    let rest = eights
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &s| larger(m, s));
+    lanes.iter().fold(rest, |m, &l| larger(m, l))
+}
+
 /// The best `k` (score, index) pairs offered so far: higher score first, and the lower index
 /// first on equal scores. Being a total order, the result does not depend on the order in
 /// which candidates are offered.
@@ -320,7 +338,7 @@ impl Best {
         // Once k scores are kept, almost every chunk lies wholly below the floor: its maximum
         // (a vectorised reduction) skips it without a branch per score.
         for (c, chunk) in scores.chunks(SCAN_CHUNK).enumerate() {
-            if chunk.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) < floor.0 {
+            if chunk_max(chunk) < floor.0 {
                 continue;
             }
             for (offset, &s) in chunk.iter().enumerate() {

@@ -49,7 +49,7 @@ impl Default for ApproxKnn {
             probe: 6,
             sample_per_cluster: 32,
             iterations: 6,
-            seed: 0x6b6e_6e,
+            seed: 0x006b_6e6e,
         }
     }
 }
@@ -252,7 +252,8 @@ fn search_cluster(index: &Index, cluster: usize, k: usize) -> Search {
             visits.extend((0..clusters as u32).map(|c| (c, q as u32)));
         }
     }
-    visits.sort_unstable();
+    // The own cluster first: its rows set a high floor that most other scores then fall below.
+    visits.sort_unstable_by_key(|&(c, q)| (c != cluster as u32, c, q));
     let mut best: Vec<Best> = (0..span.len()).map(|_| Best::new(k)).collect();
     let mut scores = vec![0.0f32; QUERY_TILE * CANDIDATE_TILE];
     let mut tile_rows = Vec::with_capacity(QUERY_TILE * dim);
@@ -422,6 +423,10 @@ mod tests {
     /// `n` points in `dim` dimensions around `blobs` random centres (spread 0.3 around centres
     /// with coordinates in [0, 1)), from a fixed seed.
     fn blobs(n: usize, dim: usize, blobs: usize) -> Vec<f32> {
+        blobs_spread(n, dim, blobs, 0.3)
+    }
+
+    fn blobs_spread(n: usize, dim: usize, blobs: usize, spread: f32) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let centres: Vec<f32> = (0..blobs * dim).map(|_| rng.random::<f32>()).collect();
         (0..n)
@@ -429,7 +434,7 @@ mod tests {
                 let c = rng.random_range(0..blobs);
                 let jitter: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
                 (0..dim)
-                    .map(|d| centres[c * dim + d] + 0.3 * jitter[d])
+                    .map(|d| centres[c * dim + d] + spread * jitter[d])
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -441,8 +446,9 @@ mod tests {
 
     #[test]
     fn approximate_graph_finds_95_percent_of_the_exact_neighbours() {
-        let (n, dim, k) = (5000, 16, 10);
-        let features = blobs(n, dim, 40);
+        // Overlapping blobs in 8 dimensions: a true neighbour often lies in another cluster.
+        let (n, dim, k) = (5000, 8, 10);
+        let features = blobs_spread(n, dim, 40, 0.6);
         for metric in [Metric::Cosine, Metric::Euclidean] {
             let exact = knn_graph_exact(&features, dim, k, metric, 2);
             let (approx, stats) =
@@ -451,7 +457,8 @@ mod tests {
             println!("{metric:?}: recall {r:.4}, {stats:?}");
             assert!(r >= 0.95, "{metric:?}: recall {r}");
             assert_eq!(stats.clusters, 71);
-            assert!(stats.scored_pairs < (n * n) as u64 / 3, "{stats:?}");
+            // Probing 6 of 71 clusters scores under a fifth of all pairs.
+            assert!(stats.scored_pairs < (n * n / 5) as u64, "{stats:?}");
             // A neighbour found has the value the exact graph gives it.
             for (a, e) in approx.neighbours().zip(exact.neighbours()) {
                 for edge in a {

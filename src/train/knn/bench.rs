@@ -4,7 +4,7 @@
 use super::{exact_neighbours_of, knn_graph_approx, knn_graph_exact, ApproxKnn, ApproxStats};
 use super::{KnnGraph, Metric};
 use crate::model::linalg::{matmul, View};
-use crate::model::{autoencoder, encode_rows, Activation, Decoder, Inputs, Loss};
+use crate::model::{autoencoder, encode_rows, Activation, Decoder, Inputs, Loss, Network};
 use crate::train::{fit, Examples, FitOptions, Optimizer, Silent, Targets};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -42,21 +42,14 @@ pub fn image_features(
     let size = width * height;
     let n = source.len() / size;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let features_of: Box<dyn Fn(&[u8]) -> Vec<f32>> = match kind {
+    let features_of = match kind {
         FeatureSource::Projection => {
             let scale = 1.0 / (255.0 * (size as f32).sqrt());
             let matrix: Vec<f32> = (0..size * dim)
                 .map(|_| StandardNormal.sample(&mut rng))
                 .map(|v: f32| v * scale)
                 .collect();
-            Box::new(move |pixels: &[u8]| {
-                let m = pixels.len() / size;
-                let x: Vec<f32> = pixels.iter().map(|&p| f32::from(p)).collect();
-                let mut out = vec![0.0f32; m * dim];
-                let (a, b) = (View::new(&x, m, size), View::new(&matrix, size, dim));
-                matmul(&mut out, a, b, false, threads);
-                out
-            })
+            Features::Projection(matrix)
         }
         FeatureSource::Encoder => {
             let mut net = autoencoder(
@@ -82,17 +75,11 @@ pub fn image_features(
                 again: &[],
             };
             let mut adam = Optimizer::adam(1e-3);
+            let name = "knn features";
             fit(
-                &mut net,
-                &mut adam,
-                &train,
-                None,
-                &options,
-                &mut rng,
-                "knn features",
-                &Silent,
+                &mut net, &mut adam, &train, None, &options, &mut rng, name, &Silent,
             );
-            Box::new(move |pixels: &[u8]| encode_rows(&net, Inputs::Bytes(pixels), threads))
+            Features::Encoder(net)
         }
     };
     let mut features = Vec::with_capacity(count * dim);
@@ -106,9 +93,33 @@ pub fn image_features(
                 copy => pixels.extend(crate::data::pool_variant(image, width, height, copy)),
             }
         }
-        features.extend(features_of(&pixels));
+        features.extend(features_of.of(&pixels, size, dim, threads));
     }
     features
+}
+
+/// What turns 8-bit images into features.
+enum Features {
+    /// A `pixels × dim` matrix applied to pixel values.
+    Projection(Vec<f32>),
+    /// An autoencoder whose codes are the features.
+    Encoder(Network),
+}
+
+impl Features {
+    fn of(&self, pixels: &[u8], size: usize, dim: usize, threads: usize) -> Vec<f32> {
+        match self {
+            Features::Projection(matrix) => {
+                let m = pixels.len() / size;
+                let x: Vec<f32> = pixels.iter().map(|&p| f32::from(p)).collect();
+                let mut out = vec![0.0f32; m * dim];
+                let (a, b) = (View::new(&x, m, size), View::new(matrix, size, dim));
+                matmul(&mut out, a, b, false, threads);
+                out
+            }
+            Features::Encoder(net) => encode_rows(net, Inputs::Bytes(pixels), threads),
+        }
+    }
 }
 
 /// One run of [`bench_knn`].

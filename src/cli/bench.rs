@@ -7,6 +7,8 @@ use crate::data::{Dataset, DEFAULT_DATA_DIR};
 use crate::inference::{Engine, EngineConfig, NoObserver};
 use crate::model::Model;
 use crate::train::bench::bench_train;
+use crate::train::knn::bench::{image_features, FeatureSource};
+use crate::train::knn::{ApproxKnn, Metric};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +28,140 @@ pub enum BenchCommand {
     Plot(bench_loop::BenchPlotArgs),
     /// Write a large pool of shifted and mirrored copies of the training images as IDX.
     Pool(BenchPoolArgs),
+    /// Time the exact and the approximate k-NN graph of image features, with the recall.
+    Knn(BenchKnnArgs),
+}
+
+/// Flags of `aelabel bench knn`.
+#[derive(Debug, Args)]
+pub struct BenchKnnArgs {
+    /// Rows of the graph: the training images, then shifted and mirrored copies of them.
+    #[arg(long, default_value_t = 55_000, value_parser = parse_positive)]
+    pub points: usize,
+    /// Feature width.
+    #[arg(long, default_value_t = 30, value_parser = parse_positive)]
+    pub dim: usize,
+    /// Neighbours per row (the default recipe's `spreading_neighbours`).
+    #[arg(long, default_value_t = 5, value_parser = parse_positive)]
+    pub k: usize,
+    /// How closeness is measured.
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub metric: KnnMetric,
+    /// Where the features come from.
+    #[arg(long, value_enum, default_value = "encoder")]
+    pub features: KnnFeatures,
+    /// Training epochs of the encoder that makes `--features encoder`.
+    #[arg(long, default_value_t = 2, value_parser = parse_positive)]
+    pub encoder_epochs: usize,
+    /// Threads.
+    #[arg(long, default_value_t = default_threads(), value_parser = parse_positive)]
+    pub threads: usize,
+    /// Build the exact graph too up to this many points; above, recall is measured on
+    /// `--recall-rows` random rows searched exactly.
+    #[arg(long, default_value_t = 60_000)]
+    pub exact_up_to: usize,
+    /// Rows whose exact neighbours measure recall above `--exact-up-to`.
+    #[arg(long, default_value_t = 1000, value_parser = parse_positive)]
+    pub recall_rows: usize,
+    /// Clusters of the approximate search (0: ⌈√points⌉).
+    #[arg(long, default_value_t = ApproxKnn::default().clusters)]
+    pub clusters: usize,
+    /// Clusters each row is compared with: those of its nearest centroids.
+    #[arg(long, default_value_t = ApproxKnn::default().probe, value_parser = parse_positive)]
+    pub probe: usize,
+    /// Directory with the Fashion-MNIST IDX files.
+    #[arg(long, env = "AELABEL_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--metric` of `aelabel bench knn`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum KnnMetric {
+    /// Cosine similarity (label spreading).
+    Cosine,
+    /// Euclidean distance (t-SNE).
+    Euclidean,
+}
+
+/// `--features` of `aelabel bench knn`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum KnnFeatures {
+    /// Codes of a `784-256-dim` autoencoder trained for `--encoder-epochs` on the images.
+    Encoder,
+    /// Pixels times a fixed random matrix.
+    Projection,
+}
+
+/// `aelabel bench knn`: features of the Fashion-MNIST training images (and copies), then both
+/// graphs.
+fn bench_knn(args: BenchKnnArgs) -> anyhow::Result<()> {
+    init_threads(args.threads);
+    let images = crate::data::read_idx_images(&args.data.join("train-images-idx3-ubyte.gz"))?;
+    let kind = match args.features {
+        KnnFeatures::Encoder => FeatureSource::Encoder,
+        KnnFeatures::Projection => FeatureSource::Projection,
+    };
+    let started = std::time::Instant::now();
+    let features = image_features(
+        &images.pixels,
+        (images.cols, images.rows),
+        args.points,
+        args.dim,
+        kind,
+        args.encoder_epochs,
+        args.threads,
+    );
+    let feature_seconds = started.elapsed().as_secs_f64();
+    let metric = match args.metric {
+        KnnMetric::Cosine => Metric::Cosine,
+        KnnMetric::Euclidean => Metric::Euclidean,
+    };
+    let approx = ApproxKnn {
+        clusters: args.clusters,
+        probe: args.probe,
+        ..ApproxKnn::default()
+    };
+    let r = crate::train::knn::bench::bench_knn(
+        &features,
+        args.dim,
+        args.k,
+        metric,
+        args.threads,
+        &approx,
+        args.exact_up_to,
+        args.recall_rows,
+    );
+    if args.json {
+        let mut value = serde_json::to_value(&r)?;
+        value["features"] = serde_json::to_value(kind)?;
+        value["feature_seconds"] = feature_seconds.into();
+        println!("{value}");
+    } else {
+        let exact = r
+            .exact_seconds
+            .map_or("not built".to_string(), |s| format!("{s:.2} s"));
+        println!(
+            "k-NN of {} {:?} features ({}-d, k {}, {}) on {} thread(s): approximate {:.2} s \
+             ({} clusters, probe {}, ~{:.0} MB), exact {exact} (~{:.0} MB); recall {:.4} over {} rows",
+            r.points,
+            kind,
+            r.dim,
+            r.k,
+            r.metric,
+            r.threads,
+            r.approx_seconds,
+            r.approx_stats.clusters,
+            r.approx.probe,
+            r.approx_stats.peak_bytes as f64 / 1e6,
+            r.exact_peak_bytes as f64 / 1e6,
+            r.recall,
+            r.recall_rows
+        );
+    }
+    Ok(())
 }
 
 /// Flags of `aelabel bench decode`.
@@ -156,6 +292,7 @@ pub(super) fn bench_command(command: BenchCommand, quiet: bool) -> anyhow::Resul
         }
         BenchCommand::Plot(args) => bench_loop::bench_plot(args),
         BenchCommand::Pool(args) => bench_pool(args),
+        BenchCommand::Knn(args) => bench_knn(args),
         BenchCommand::Train(args) => {
             init_threads(args.threads);
             let data = Dataset::idx(&args.data, false)?;

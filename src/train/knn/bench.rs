@@ -67,6 +67,7 @@ pub fn image_features(
                 shift: None,
                 mixup: 0.0,
                 cosine_decay: false,
+                epoch_rows: None,
             };
             let train = Examples {
                 inputs: Inputs::Bytes(&source[..n * size]),

@@ -473,21 +473,35 @@ fn output_delta_into(
             );
             let scale = 1.0 / (n * width) as f32;
             const EPS: f32 = 1e-7;
-            // Eight independent lanes so the loop vectorises (one f64 sum would serialise it).
+            // Eight independent lanes so the loop vectorises (one f64 sum would serialise it),
+            // and 32-bit hit counters per lane: a single usize counter held it to 4-wide SSE
+            // vectors with the lanes spilled every step (2.5× slower).
             let mut lanes = [0.0f32; 8];
-            let mut hits = 0usize;
-            let (y, t) = (&y[..n * width], &t[..n * width]);
-            for ((d8, y8), t8) in delta.chunks_mut(8).zip(y.chunks(8)).zip(t.chunks(8)) {
-                for (lane, ((d, &p), &t)) in lanes.iter_mut().zip(d8.iter_mut().zip(y8).zip(t8)) {
-                    // Sigmoid and BCE fused: the derivative w.r.t. the logit is p - t.
-                    *d = (p - t) * scale;
-                    let pc = p.clamp(EPS, 1.0 - EPS);
-                    *lane -= t * fastmath::ln(pc) + (1.0 - t) * fastmath::ln(1.0 - pc);
-                    hits += usize::from((p >= 0.5) == (t >= 0.5));
+            let mut hit_lanes = [0u32; 8];
+            let mut add = |lane: usize, d: &mut f32, p: f32, t: f32| {
+                // Sigmoid and BCE fused: the derivative w.r.t. the logit is p - t.
+                *d = (p - t) * scale;
+                let pc = p.clamp(EPS, 1.0 - EPS);
+                lanes[lane] -= t * fastmath::ln(pc) + (1.0 - t) * fastmath::ln(1.0 - pc);
+                hit_lanes[lane] += u32::from((p >= 0.5) == (t >= 0.5));
+            };
+            let (delta, y, t) = (&mut delta[..n * width], &y[..n * width], &t[..n * width]);
+            let whole = delta.len() / 8 * 8;
+            let (delta_whole, delta_rest) = delta.split_at_mut(whole);
+            for ((d8, y8), t8) in delta_whole
+                .chunks_exact_mut(8)
+                .zip(y.chunks_exact(8))
+                .zip(t.chunks_exact(8))
+            {
+                for lane in 0..8 {
+                    add(lane, &mut d8[lane], y8[lane], t8[lane]);
                 }
             }
+            for (lane, d) in delta_rest.iter_mut().enumerate() {
+                add(lane, d, y[whole + lane], t[whole + lane]);
+            }
             stats.loss_sum = fastmath::sum(&lanes) / width as f64;
-            stats.hits = hits as f64;
+            stats.hits = hit_lanes.iter().map(|&h| f64::from(h)).sum();
             stats.hit_total = (n * width) as f64;
         }
         (Loss::MeanSquaredError, Target::Values(t)) => {

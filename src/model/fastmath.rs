@@ -50,6 +50,9 @@ pub fn ln(x: f32) -> f32 {
 
 /// [`ln`] of eight values, operation for operation (so the same bits in every lane): the
 /// autovectoriser does not always manage `ln` inside a larger loop.
+///
+/// # Safety
+/// Callers without AVX2 enabled must check that the CPU has it.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]

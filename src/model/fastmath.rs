@@ -15,14 +15,18 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let shifted = x * LOG2E + ROUND_MAGIC;
+    let k = shifted - ROUND_MAGIC;
     let r = x - k * LN2_HI - k * LN2_LO;
     // Taylor polynomial of e^r on |r| ≤ ln2/2 (error ≤ r⁷/7! ≈ 1.2e-7).
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // 2^k from the bits of `shifted` = 1.5·2²³ + k, whose low bits hold k: `k as i32` would
+    // have to saturate, which the compiler did one lane at a time (2× slower sigmoid).
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -42,6 +46,43 @@ pub fn ln(x: f32) -> f32 {
     let series =
         2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))));
     e * std::f32::consts::LN_2 + series
+}
+
+/// [`ln`] of eight values, operation for operation (so the same bits in every lane): the
+/// autovectoriser does not always manage `ln` inside a larger loop.
+///
+/// # Safety
+/// Callers without AVX2 enabled must check that the CPU has it.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub fn ln_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let one = _mm256_set1_ps(1.0);
+    let bits = _mm256_castps_si256(x);
+    let exponent = _mm256_sub_epi32(
+        _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff)),
+        _mm256_set1_epi32(127),
+    );
+    let mantissa = _mm256_castsi256_ps(_mm256_or_si256(
+        _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+        _mm256_set1_epi32(0x3f80_0000),
+    ));
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(mantissa, _mm256_set1_ps(std::f32::consts::SQRT_2));
+    let m = _mm256_blendv_ps(mantissa, _mm256_mul_ps(mantissa, _mm256_set1_ps(0.5)), big);
+    // `big` is all ones (-1) where set: exponent - (-1) adds the 1.
+    let e = _mm256_cvtepi32_ps(_mm256_sub_epi32(exponent, _mm256_castps_si256(big)));
+    let s = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
+    let s2 = _mm256_mul_ps(s, s);
+    let mut poly = _mm256_set1_ps(1.0 / 9.0);
+    for c in [1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        poly = _mm256_add_ps(_mm256_set1_ps(c), _mm256_mul_ps(s2, poly));
+    }
+    let series = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(2.0), s), poly);
+    _mm256_add_ps(
+        _mm256_mul_ps(e, _mm256_set1_ps(std::f32::consts::LN_2)),
+        series,
+    )
 }
 
 /// Runs `f` compiled for AVX2 + FMA when the CPU has them (8-wide vectors instead of SSE2's 4),
@@ -106,6 +147,23 @@ mod tests {
         assert!(worst.0 < 3e-7, "exp relative error {}", worst.0);
         assert!(worst.1 < 3e-7, "ln error {}", worst.1);
         assert_eq!(ln(1.0), 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            for i in 0..100_000 {
+                let x = [0, 1, 2, 3, 4, 5, 6, 7].map(|l| (i * 8 + l + 1) as f32 * 1.25e-5);
+                let mut got = [0.0f32; 8];
+                // SAFETY: the CPU has AVX2; both arrays hold eight floats.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    _mm256_storeu_ps(got.as_mut_ptr(), ln_avx2(_mm256_loadu_ps(x.as_ptr())));
+                }
+                assert_eq!(
+                    got.map(f32::to_bits),
+                    x.map(|v| ln(v).to_bits()),
+                    "ln of {x:?}"
+                );
+            }
+        }
         assert!((sum(&[0.5; 1001]) - 500.5).abs() < 1e-9);
     }
 }

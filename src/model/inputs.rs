@@ -1,7 +1,7 @@
 //! Network inputs as rows of floats or of 8-bit pixels. Data sets stay 8-bit in memory and
 //! become floats (`p / 255`) one chunk at a time, so a large set never exists as floats.
 
-use crate::data::bytes_to_unit;
+use super::packed::bytes_to_unit;
 
 /// Rows a network reads: floats already in the network's scale, or 8-bit pixels scaled by
 /// `1 / 255` as they are read.

@@ -437,6 +437,74 @@ fn output_delta(
     output_delta_into(y, target, loss, activation, n, width, delta)
 }
 
+/// Predictions are clamped to `[ε, 1 − ε]` before the logarithms of the BCE loss.
+const BCE_EPS: f32 = 1e-7;
+
+/// The BCE loss and delta of [`output_delta_into`] over whole groups of eight values, with the
+/// scalar loop's operations lane for lane (the same bits); returns how many values it took.
+/// Left to the autovectoriser this loop ran one value at a time (2.5× slower).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn bce_groups_avx2(
+    delta: &mut [f32],
+    y: &[f32],
+    t: &[f32],
+    scale: f32,
+    lanes: &mut [f32; 8],
+    hit_lanes: &mut [u32; 8],
+) -> usize {
+    use std::arch::x86_64::*;
+    let groups = delta.len().min(y.len()).min(t.len()) / 8;
+    let one = _mm256_set1_ps(1.0);
+    let half = _mm256_set1_ps(0.5);
+    // SAFETY: `lanes` and `hit_lanes` hold eight values each.
+    let (mut loss, mut hits) = unsafe {
+        (
+            _mm256_loadu_ps(lanes.as_ptr()),
+            _mm256_loadu_si256(hit_lanes.as_ptr().cast()),
+        )
+    };
+    for g in 0..groups {
+        // SAFETY: values `8g..8g + 8` lie inside all three slices.
+        let (p, t) = unsafe {
+            (
+                _mm256_loadu_ps(y.as_ptr().add(8 * g)),
+                _mm256_loadu_ps(t.as_ptr().add(8 * g)),
+            )
+        };
+        let d = _mm256_mul_ps(_mm256_sub_ps(p, t), _mm256_set1_ps(scale));
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_ps(delta.as_mut_ptr().add(8 * g), d) };
+        let pc = _mm256_min_ps(
+            _mm256_max_ps(p, _mm256_set1_ps(BCE_EPS)),
+            _mm256_set1_ps(1.0 - BCE_EPS),
+        );
+        let term = _mm256_add_ps(
+            _mm256_mul_ps(t, fastmath::ln_avx2(pc)),
+            _mm256_mul_ps(
+                _mm256_sub_ps(one, t),
+                fastmath::ln_avx2(_mm256_sub_ps(one, pc)),
+            ),
+        );
+        loss = _mm256_sub_ps(loss, term);
+        // A hit when both sides of 0.5 agree: 1 + (all ones where they differ).
+        let differ = _mm256_xor_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(p, half),
+            _mm256_cmp_ps::<_CMP_GE_OQ>(t, half),
+        );
+        hits = _mm256_add_epi32(
+            hits,
+            _mm256_add_epi32(_mm256_set1_epi32(1), _mm256_castps_si256(differ)),
+        );
+    }
+    // SAFETY: as for the loads.
+    unsafe {
+        _mm256_storeu_ps(lanes.as_mut_ptr(), loss);
+        _mm256_storeu_si256(hit_lanes.as_mut_ptr().cast(), hits);
+    }
+    groups * 8
+}
+
 /// [`output_delta_into`] compiled for AVX2 + FMA (too large for `fastmath::wide`'s closure
 /// to be inlined).
 #[cfg(target_arch = "x86_64")]
@@ -472,22 +540,28 @@ fn output_delta_into(
                 "BCE expects a sigmoid output"
             );
             let scale = 1.0 / (n * width) as f32;
-            const EPS: f32 = 1e-7;
-            // Eight independent lanes so the loop vectorises (one f64 sum would serialise it).
+            // Eight independent lanes (one f64 sum would serialise the loop), value `i` in lane
+            // `i % 8`, whether the AVX2 loop or the scalar one adds it.
             let mut lanes = [0.0f32; 8];
-            let mut hits = 0usize;
-            let (y, t) = (&y[..n * width], &t[..n * width]);
-            for ((d8, y8), t8) in delta.chunks_mut(8).zip(y.chunks(8)).zip(t.chunks(8)) {
-                for (lane, ((d, &p), &t)) in lanes.iter_mut().zip(d8.iter_mut().zip(y8).zip(t8)) {
-                    // Sigmoid and BCE fused: the derivative w.r.t. the logit is p - t.
-                    *d = (p - t) * scale;
-                    let pc = p.clamp(EPS, 1.0 - EPS);
-                    *lane -= t * fastmath::ln(pc) + (1.0 - t) * fastmath::ln(1.0 - pc);
-                    hits += usize::from((p >= 0.5) == (t >= 0.5));
-                }
+            let mut hit_lanes = [0u32; 8];
+            let (delta, y, t) = (&mut delta[..n * width], &y[..n * width], &t[..n * width]);
+            #[allow(unused_mut)]
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if fastmath::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2.
+                done = unsafe { bce_groups_avx2(delta, y, t, scale, &mut lanes, &mut hit_lanes) };
+            }
+            let rest = delta[done..].iter_mut().zip(&y[done..]).zip(&t[done..]);
+            for (i, ((d, &p), &t)) in rest.enumerate() {
+                // Sigmoid and BCE fused: the derivative w.r.t. the logit is p - t.
+                *d = (p - t) * scale;
+                let pc = p.clamp(BCE_EPS, 1.0 - BCE_EPS);
+                lanes[i % 8] -= t * fastmath::ln(pc) + (1.0 - t) * fastmath::ln(1.0 - pc);
+                hit_lanes[i % 8] += u32::from((p >= 0.5) == (t >= 0.5));
             }
             stats.loss_sum = fastmath::sum(&lanes) / width as f64;
-            stats.hits = hits as f64;
+            stats.hits = hit_lanes.iter().map(|&h| f64::from(h)).sum();
             stats.hit_total = (n * width) as f64;
         }
         (Loss::MeanSquaredError, Target::Values(t)) => {

@@ -6,16 +6,18 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Shifts `(dx, dy)` of the copies: no shift first, then every other shift within two pixels.
+/// Shifts `(dx, dy)` of the copies, nearest first: no shift, the four one-pixel moves, the
+/// four diagonal ones, then the two-pixel shifts by distance. A pool of a few copies per image
+/// thus holds small shifts in every direction rather than two-pixel ones in a single direction
+/// (the first order put (−2, −2), (−1, −2), (0, −2)… first, which made the pool drift upwards).
 fn shifts() -> Vec<(i32, i32)> {
-    let mut all = vec![(0, 0)];
+    let mut all = Vec::with_capacity(25);
     for dy in -2..=2 {
         for dx in -2..=2 {
-            if (dx, dy) != (0, 0) {
-                all.push((dx, dy));
-            }
+            all.push((dx, dy));
         }
     }
+    all.sort_by_key(|&(dx, dy)| dx * dx + dy * dy);
     all
 }
 
@@ -97,11 +99,22 @@ mod tests {
         // A 3 × 2 image: 1 2 3 / 4 5 6.
         let image = [1, 2, 3, 4, 5, 6];
         assert_eq!(pool_variant(&image, 3, 2, 0), image);
-        // Copy 1 shifts by (-2, -2): nothing of a 3 × 2 image stays.
-        assert_eq!(pool_variant(&image, 3, 2, 1), [0; 6]);
-        // Copy 13 is (+1, 0): one column right, zero filled.
-        assert_eq!(shifts()[13], (1, 0));
-        assert_eq!(pool_variant(&image, 3, 2, 13), [0, 1, 2, 0, 4, 5]);
+        // The nearest shifts come first: copy 1 moves up one row, zero filled.
+        assert_eq!(shifts()[..5], [(0, 0), (0, -1), (-1, 0), (1, 0), (0, 1)]);
+        assert_eq!(pool_variant(&image, 3, 2, 1), [4, 5, 6, 0, 0, 0]);
+        // Copy 3 is (+1, 0): one column right.
+        assert_eq!(pool_variant(&image, 3, 2, 3), [0, 1, 2, 0, 4, 5]);
+        // Two-pixel shifts only after every shift of one pixel; the corners last.
+        assert!(shifts()[..9]
+            .iter()
+            .all(|&(x, y)| x.abs() <= 1 && y.abs() <= 1));
+        assert_eq!(
+            shifts()[21..]
+                .iter()
+                .filter(|&&(x, y)| x.abs() == 2 && y.abs() == 2)
+                .count(),
+            4
+        );
         // Copy 25 mirrors without shifting.
         assert_eq!(pool_variant(&image, 3, 2, 25), [3, 2, 1, 6, 5, 4]);
         assert_eq!(shifts().len(), 25);

@@ -144,7 +144,12 @@ fn matmul_on(
     let _ = kernel;
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512 && m * n * k <= SMALL_PRODUCT {
-        small_product(dst, a, b, accumulate);
+        let parts = if m * n * k >= PARALLEL_MIN_WORK {
+            threads.max(1)
+        } else {
+            1
+        };
+        small_product(dst, a, b, accumulate, parts);
         return;
     }
     if m == 1 && (b.col_stride == 1 || b.row_stride == 1) {
@@ -183,10 +188,14 @@ fn matmul_on(
     }
 }
 
-/// Runs `dst (+)= a · b` on the AVX-512 kernel.
+/// Runs `dst (+)= a · b` on the AVX-512 kernel, split into `parts` blocks of rows (or of
+/// 16-lane column groups, whichever dimension is longer) that run on rayon's threads. Every
+/// output keeps the same chain of multiply-adds whichever block it falls in, so results do not
+/// depend on `parts`; gemm would run these products on `threads`, and the kernel on one thread
+/// made the 2-thread pipeline slower than gemm.
 #[cfg(target_arch = "x86_64")]
-fn small_product(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
-    let product = x86::Product {
+fn small_product(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parts: usize) {
+    let whole = x86::Product {
         m: a.rows,
         n: b.cols,
         k: a.cols,
@@ -201,11 +210,19 @@ fn small_product(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
         c_col: 1,
         accumulate,
     };
+    let blocks = whole.split(parts);
     // SAFETY: `View::new` checked that each buffer holds its rows × cols, a view is row-major
     // or the transpose of one (so one of its strides is 1), `matmul` checked that `dst` holds
-    // m × n and borrows it mutably (so it cannot alias `a` or `b`), and `Kernel::Avx512` is
-    // only chosen on a CPU with AVX-512F.
-    unsafe { x86::multiply(&product) }
+    // m × n and borrows it mutably (so it cannot alias `a` or `b`), the blocks of `split`
+    // write disjoint parts of `dst`, and `Kernel::Avx512` is only chosen on a CPU with AVX-512F.
+    if blocks.len() == 1 {
+        unsafe { x86::multiply(&blocks[0]) }
+    } else {
+        use rayon::prelude::*;
+        blocks
+            .par_iter()
+            .for_each(|block| unsafe { x86::multiply(block) });
+    }
 }
 
 /// `dst (+)= x · b` for a single row `x`. gemm packs `b` before multiplying, which costs
@@ -290,7 +307,7 @@ mod tests {
     /// (m, n, k) of every product in a reference-recipe half-batch step (forward, weight
     /// gradient, delta passed down), a full batch, single rows, and odd sizes that leave
     /// partial vectors and tiles everywhere.
-    const SHAPES: [(usize, usize, usize); 16] = [
+    const SHAPES: [(usize, usize, usize); 18] = [
         (16, 100, 784),
         (16, 30, 100),
         (16, 100, 30),
@@ -307,6 +324,8 @@ mod tests {
         (33, 5, 65),
         (2000, 10, 30),
         (7, 300, 5),
+        (1500, 37, 20),
+        (20, 1111, 50),
     ];
 
     /// Runs `a · b` (m × k times k × n) on `kernel` with `a` and `b` stored as given (a
@@ -322,6 +341,7 @@ mod tests {
         b_transposed: bool,
         start: &[f32],
         accumulate: bool,
+        threads: usize,
     ) -> Vec<f32> {
         let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> {
             (0..rows * cols)
@@ -350,7 +370,7 @@ mod tests {
         };
         let mut dst = start.to_vec();
         dst.extend_from_slice(&[7.5; 5]);
-        matmul_on(kernel, &mut dst, av, bv, accumulate, 1);
+        matmul_on(kernel, &mut dst, av, bv, accumulate, threads);
         assert_eq!(dst[m * n..], [7.5; 5], "wrote past the product");
         dst.truncate(m * n);
         dst
@@ -376,7 +396,8 @@ mod tests {
                     vec![0.0; m * n]
                 };
                 in_order_product(&mut want, &a, &b, m, k, n);
-                for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
+                let layouts = [(false, false), (true, false), (false, true), (true, true)];
+                for ((at, bt), threads) in layouts.into_iter().flat_map(|l| [(l, 1), (l, 3)]) {
                     let got = product_through_views(
                         Kernel::Avx512,
                         &a,
@@ -386,6 +407,7 @@ mod tests {
                         bt,
                         &start,
                         accumulate,
+                        threads,
                     );
                     let same = got
                         .iter()
@@ -393,7 +415,7 @@ mod tests {
                         .all(|(g, w)| g.to_bits() == w.to_bits());
                     assert!(
                         same,
-                        "{m}×{k}·{k}×{n}, aᵀ {at}, bᵀ {bt}, accumulate {accumulate}"
+                        "{m}×{k}·{k}×{n}, aᵀ {at}, bᵀ {bt}, accumulate {accumulate}, {threads} threads"
                     );
                 }
             }
@@ -410,7 +432,7 @@ mod tests {
             in_order_product(&mut want, &a, &b, m, k, n);
             for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
                 let got =
-                    product_through_views(Kernel::Gemm, &a, &b, (m, n, k), at, bt, &start, true);
+                    product_through_views(Kernel::Gemm, &a, &b, (m, n, k), at, bt, &start, true, 2);
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() <= 1e-4, "{m}×{k}·{k}×{n}: {g} vs {w}");
                 }

@@ -48,6 +48,43 @@ pub(super) struct Product {
     pub accumulate: bool,
 }
 
+// SAFETY: a `Product` is a description of memory that the caller of `multiply` vouches for;
+// the blocks `split` hands to other threads write disjoint parts of `c` and only read `a`, `b`.
+unsafe impl Send for Product {}
+unsafe impl Sync for Product {}
+
+impl Product {
+    /// At most `parts` products that together compute this one, each writing its own block of
+    /// `c`: the longer of the rows and the columns is cut, columns only at multiples of 16 so
+    /// that every block keeps whole vectors. Each output's chain of operations is unchanged.
+    pub(super) fn split(&self, parts: usize) -> Vec<Product> {
+        let by_rows = self.m >= self.n;
+        let (len, unit) = if by_rows { (self.m, 1) } else { (self.n, 16) };
+        let units = len.div_ceil(unit);
+        let parts = parts.clamp(1, units.max(1));
+        let mut blocks = Vec::with_capacity(parts);
+        let mut start = 0;
+        for part in 0..parts {
+            let end = ((units * (part + 1)) / parts * unit).min(len);
+            if end > start {
+                let mut block = *self;
+                if by_rows {
+                    block.m = end - start;
+                    block.a = self.a.wrapping_add(start * self.a_row);
+                    block.c = self.c.wrapping_add(start * self.c_row);
+                } else {
+                    block.n = end - start;
+                    block.b = self.b.wrapping_add(start * self.b_col);
+                    block.c = self.c.wrapping_add(start * self.c_col);
+                }
+                blocks.push(block);
+            }
+            start = end;
+        }
+        blocks
+    }
+}
+
 /// Widest tile, in 16-lane vectors.
 const MAX_VECTORS: usize = 4;
 /// Rows per tile for each width: 12–16 accumulators. Tiles of 24 (of the 32 registers) ran

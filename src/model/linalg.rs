@@ -75,11 +75,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The kernel this process uses, chosen once: gemm unless `AELABEL_TRAIN_KERNEL=avx512`
-    /// asks for the AVX-512 kernel (taken only where the CPU has it). gemm is the default because
-    /// the whole 2-thread pipeline ran faster on it (55,000 images on a Zen 4 EPYC: 76.7 s
-    /// against 102.1 s, docs/training-scale.md), though one 1-thread pretraining epoch of the
-    /// reference recipe is faster on AVX-512 (0.82 s against 1.24 s).
+    /// The kernel this process uses, chosen once: the AVX-512 kernel where the CPU has
+    /// AVX-512F, gemm elsewhere or when `AELABEL_TRAIN_KERNEL=gemm` asks for it. On a Zen 4 EPYC
+    /// one pretraining epoch of the reference recipe took 0.66 s against gemm's 0.84 s on 1
+    /// thread and 0.56 s against 0.68 s on 2, and the 55,000-image pipeline was no slower
+    /// (docs/training-scale.md).
     pub fn current() -> Self {
         static CHOSEN: OnceLock<Kernel> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
@@ -96,8 +96,8 @@ impl Kernel {
     /// is ignored with a warning rather than silently meaning gemm.
     fn choose(wanted: Option<&str>, avx512: bool) -> Self {
         match wanted {
-            Some("avx512") => {}
-            None | Some("gemm") => return Kernel::Gemm,
+            None | Some("avx512") => {}
+            Some("gemm") => return Kernel::Gemm,
             Some(other) => {
                 tracing::warn!(
                     value = other,
@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn train_kernel_follows_the_cpu_and_the_override() {
-        assert_eq!(Kernel::choose(None, true), Kernel::Gemm);
+        assert_eq!(Kernel::choose(None, true), Kernel::Avx512);
         assert_eq!(Kernel::choose(None, false), Kernel::Gemm);
         assert_eq!(Kernel::choose(Some("gemm"), true), Kernel::Gemm);
         assert_eq!(Kernel::choose(Some("avx512"), true), Kernel::Avx512);

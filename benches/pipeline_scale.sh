@@ -61,7 +61,7 @@ print(json.dumps({
     "auto_label_coverage": r["auto_label"]["test_coverage"],
 }))
 PY
-  tail -1 "$work/runs.jsonl" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"{r[\"build\"]:>9} pool {r[\"pool\"]:>9,} seed {r[\"seed\"]} labels {r[\"labels\"]}: {r[\"wall_seconds\"]:7.1f} s wall, {r[\"peak_rss_mb\"]:6.0f} MB peak, test accuracy {100*r[\"test_accuracy\"]:.2f} %")'
+  tail -1 "$work/runs.jsonl" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print("%9s pool %9s seed %s labels %s: %7.1f s wall, %6.0f MB peak, test accuracy %.2f %%, auto-accepted %.2f %%" % (r["build"], format(r["pool"], ","), r["seed"], r["labels"], r["wall_seconds"], r["peak_rss_mb"], 100 * r["test_accuracy"], 100 * (r["auto_label_coverage"] or 0)))'
 }
 
 i=0

@@ -26,7 +26,8 @@ pub enum BenchCommand {
     Loop(bench_loop::BenchLoopArgs),
     /// Draw lines from a JSON description as a PNG (for benchmark scripts).
     Plot(bench_loop::BenchPlotArgs),
-    /// Write a large pool of shifted and mirrored copies of the training images as IDX.
+    /// Write a large pool of copies of the training images as IDX: shifted, the nearest shifts
+    /// first, then mirrored.
     Pool(BenchPoolArgs),
     /// Time the exact and the approximate k-NN graph of image features, with the recall.
     Knn(BenchKnnArgs),

@@ -301,7 +301,8 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub self_training_rounds: Option<usize>,
     /// Images an epoch visits, sampled afresh each epoch from a larger pool; also the size of
-    /// cross-validation's pool sample (overrides the preset's 60,000).
+    /// cross-validation's pool sample (overrides the preset's 60,000 · √(pool / 60,000) for
+    /// pools above 60,000, and its 60,000 for the folds).
     #[arg(long, value_parser = parse_positive)]
     pub epoch_images: Option<usize>,
     /// Accuracy the auto-accepted predictions should reach.

@@ -125,11 +125,22 @@ pub const MIN_PRETRAIN_STEPS: usize = 3_000;
 /// Fewest student optimisation steps the default recipe takes, however small the pool.
 pub const MIN_STUDENT_STEPS: usize = 2_000;
 
-/// Images an epoch of the default recipe visits (pretraining, students, cross-validation's
-/// pool): a pool larger than this is sampled afresh each epoch instead of passed over whole, so
-/// training costs the same steps on a million images as on Fashion-MNIST's 55,000, which it
-/// passes over whole as before.
+/// Images an epoch of the default recipe visits on a pool of this size or less (pretraining,
+/// students), and cross-validation's pool sample: Fashion-MNIST's 55,000 are passed over whole
+/// as before; a larger pool is sampled afresh each epoch ([`epoch_images_for`]).
 pub const EPOCH_IMAGES: usize = 60_000;
+
+/// Images an epoch of the default recipe samples from a pool of `pool` images: the whole pool up
+/// to [`EPOCH_IMAGES`], then `EPOCH_IMAGES · √(pool / EPOCH_IMAGES)` (about 122,000 at 250,000
+/// and 245,000 at a million). Training thus grows with the square root of the pool, not with it:
+/// a fixed 60,000 cost 0.55 points at 250,000 images against full passes
+/// (docs/training-scale.md), and full passes would make a million images 17 times as slow.
+pub fn epoch_images_for(pool: usize) -> usize {
+    if pool <= EPOCH_IMAGES {
+        return pool;
+    }
+    (EPOCH_IMAGES as f64 * (pool as f64 / EPOCH_IMAGES as f64).sqrt()).round() as usize
+}
 
 /// Below this many labels the default recipe trains a second student round.
 pub const FEW_LABELS: usize = 500;
@@ -161,6 +172,9 @@ pub struct Recipe {
     /// Pool images the folds spread labels over and train their students on: every labelled
     /// image and a fixed sample of the others when the pool is larger (`None`: the whole pool).
     pub calibration_pool: Option<usize>,
+    /// Whether [`Recipe::fit_to_data`] sizes the training epochs to the pool
+    /// ([`epoch_images_for`]); `false` once [`Recipe::set_epoch_images`] fixed them.
+    pub epochs_follow_pool: bool,
 }
 
 impl Recipe {
@@ -201,6 +215,7 @@ impl Recipe {
                 calibration_folds: 5,
                 calibration_student_epochs: 0,
                 calibration_pool: None,
+                epochs_follow_pool: false,
             },
             Preset::Default => Recipe {
                 preset,
@@ -239,6 +254,7 @@ impl Recipe {
                 calibration_folds: 5,
                 calibration_student_epochs: CALIBRATION_STUDENT_EPOCHS,
                 calibration_pool: Some(EPOCH_IMAGES),
+                epochs_follow_pool: true,
             },
         }
     }
@@ -259,6 +275,11 @@ impl Recipe {
         self.finetune.self_training_shift = shift.round() as usize;
         if pool == 0 {
             return;
+        }
+        if self.epochs_follow_pool && pool > EPOCH_IMAGES {
+            let images = epoch_images_for(pool);
+            self.pretrain.epoch_images = Some(images);
+            self.finetune.self_training_epoch_images = Some(images);
         }
         let epochs_for = |steps: usize, batch: usize, cap: Option<usize>| {
             let visited = cap.map_or(pool, |cap| pool.min(cap));
@@ -287,6 +308,7 @@ impl Recipe {
     /// Makes every epoch visit at most `images` pool images (pretraining and students) and
     /// cross-validation spread over a pool sample of that size.
     pub fn set_epoch_images(&mut self, images: usize) {
+        self.epochs_follow_pool = false;
         self.pretrain.epoch_images = Some(images);
         self.finetune.self_training_epoch_images = Some(images);
         self.calibration_pool = Some(images);
@@ -320,6 +342,30 @@ mod tests {
         let mut seed = Recipe::new(Preset::Seed, 1000);
         seed.fit_to_data((28, 28), 3_000);
         assert_eq!(seed.calibration_student_epochs, 0);
+    }
+
+    #[test]
+    fn epochs_grow_with_the_square_root_of_a_large_pool_unless_fixed() {
+        let epochs = |pool: usize, fixed: Option<usize>| {
+            let mut r = Recipe::new(Preset::Default, 1000);
+            if let Some(n) = fixed {
+                r.set_epoch_images(n);
+            }
+            r.fit_to_data((28, 28), pool);
+            (
+                r.pretrain.epoch_images,
+                r.finetune.self_training_epoch_images,
+                r.calibration_pool,
+            )
+        };
+        let sixty = Some(EPOCH_IMAGES);
+        // Fashion-MNIST's pool is passed over whole (the cap is above it).
+        assert_eq!(epochs(55_000, None), (sixty, sixty, sixty));
+        assert_eq!(epochs(240_000, None), (Some(120_000), Some(120_000), sixty));
+        assert_eq!(epochs(960_000, None), (Some(240_000), Some(240_000), sixty));
+        let fixed = Some(100_000);
+        assert_eq!(epochs(960_000, fixed), (fixed, fixed, fixed));
+        assert_eq!(epoch_images_for(1_000), 1_000);
     }
 
     #[test]

@@ -430,6 +430,33 @@ mod tests {
     }
 
     #[test]
+    fn the_graph_is_exact_up_to_the_limit_and_approximate_above() {
+        // Pseudo-random 8-d points, as many as the limit, then one more row.
+        let dim = 8;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut value = |_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let above: Vec<f32> = (0..(EXACT_UP_TO + 1) * dim).map(&mut value).collect();
+        let at = &above[..EXACT_UP_TO * dim];
+        let graph = |f: &[f32]| knn_graph(f, dim, 5, Metric::Cosine, 2).edges;
+        assert_eq!(
+            graph(at),
+            knn_graph_exact(at, dim, 5, Metric::Cosine, 2).edges
+        );
+        let approx = knn_graph_approx(&above, dim, 5, Metric::Cosine, 2, &ApproxKnn::default());
+        let exact = knn_graph_exact(&above, dim, 5, Metric::Cosine, 2).edges;
+        assert_eq!(graph(&above), approx.0.edges);
+        assert_ne!(
+            approx.0.edges, exact,
+            "the data should tell the two searches apart"
+        );
+    }
+
+    #[test]
     fn k_is_capped_at_the_other_rows() {
         let g = knn_graph(&[0.0, 1.0, 3.0], 1, 5, Metric::Euclidean, 1);
         assert_eq!(g.k, 2);

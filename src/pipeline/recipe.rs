@@ -355,14 +355,21 @@ mod tests {
         assert_eq!(seed.calibration_student_epochs, 0);
     }
 
+    /// The default recipe for 1,000 labels fitted to a 28 × 28 pool of `pool` images, its epochs
+    /// fixed at `fixed` images when given.
+    fn fitted(pool: usize, fixed: Option<usize>) -> Recipe {
+        let mut r = Recipe::new(Preset::Default, 1000);
+        if let Some(n) = fixed {
+            r.set_epoch_images(n);
+        }
+        r.fit_to_data((28, 28), pool);
+        r
+    }
+
     #[test]
     fn epochs_grow_with_the_square_root_of_a_large_pool_unless_fixed() {
         let epochs = |pool: usize, fixed: Option<usize>| {
-            let mut r = Recipe::new(Preset::Default, 1000);
-            if let Some(n) = fixed {
-                r.set_epoch_images(n);
-            }
-            r.fit_to_data((28, 28), pool);
+            let r = fitted(pool, fixed);
             (
                 r.pretrain.epoch_images,
                 r.finetune.self_training_epoch_images,
@@ -381,14 +388,7 @@ mod tests {
 
     #[test]
     fn spread_labels_weigh_more_on_pools_larger_than_an_epoch() {
-        let weight = |pool: usize, fixed: Option<usize>| {
-            let mut r = Recipe::new(Preset::Default, 1000);
-            if let Some(n) = fixed {
-                r.set_epoch_images(n);
-            }
-            r.fit_to_data((28, 28), pool);
-            r.finetune.spreading_weight
-        };
+        let weight = |pool, fixed| fitted(pool, fixed).finetune.spreading_weight;
         assert_eq!(weight(55_000, None), 0.5);
         assert_eq!(weight(EPOCH_IMAGES, None), 0.5);
         assert_eq!(weight(EPOCH_IMAGES + 1, None), LARGE_POOL_SPREADING_WEIGHT);
